@@ -1,0 +1,98 @@
+"""Every chapter notebook opens in Colab from the repository named in _config.yml.
+
+The repository URL and branch live only in ``_config.yml``; these tests read them from there and
+check each notebook independently of ``tools/sync_notebooks.py`` (which writes the cells).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+URL = CONFIG["repository"]["url"].rstrip("/")
+BRANCH = CONFIG["repository"]["branch"]
+NOTEBOOKS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+# Chapters that train networks ask Colab for a GPU runtime.
+GPU_PREFIXES = ("02_", "05_", "06_", "07_", "08_")
+
+
+def _toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}]):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_there_are_chapter_notebooks():
+    assert NOTEBOOKS, "book/ has no chapter notebooks"
+
+
+def test_repository_url_is_a_github_repository():
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", URL), URL
+    assert BRANCH == "main"
+
+
+def test_toc_lists_only_files_that_exist_and_every_chapter():
+    listed = _toc_files()
+    for entry in listed:
+        matches = [p for p in ROOT.glob(entry + ".*") if p.suffix in (".md", ".ipynb")]
+        assert matches, f"_toc.yml lists {entry}, which does not exist"
+    for notebook in NOTEBOOKS:
+        assert notebook.relative_to(ROOT).with_suffix("").as_posix() in listed, f"{notebook.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_title_badge_and_install_cell(path):
+    nb = _load(path)
+    title, badge, install = nb["cells"][:3]
+    assert title["cell_type"] == "markdown" and _source(title).startswith("# "), "first cell must be the title"
+    assert len(_source(title).strip().splitlines()) > 1, "the title cell also promises what the chapter shows"
+
+    relative = path.relative_to(ROOT).as_posix()
+    github = URL.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{github}/blob/{BRANCH}/{relative}"
+    assert badge["cell_type"] == "markdown"
+    assert f"]({colab})" in _source(badge), f"badge must link to {colab}"
+    assert "colab-badge.svg" in _source(badge)
+
+    code = _source(install)
+    assert install["cell_type"] == "code"
+    assert "hide-output" in install["metadata"].get("tags", [])
+    assert "import qnnlib" in code and "except ImportError" in code
+    assert f"git+{URL}@{BRANCH}" in code
+    pip_lines = [line for line in code.splitlines() if "pip" in line]
+    assert pip_lines and all("torch" not in line for line in pip_lines), "never (re)install torch/torchvision"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_reads_fast_mode_once(path):
+    sources = [_source(c) for c in _load(path)["cells"] if c["cell_type"] == "code"]
+    assert sum("qnnlib.fast_mode()" in s for s in sources) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_experiment_chapters_request_a_gpu_in_colab(path):
+    metadata = _load(path)["metadata"]
+    wants_gpu = path.name.startswith(GPU_PREFIXES)
+    assert (metadata.get("accelerator") == "GPU") == wants_gpu
+    assert metadata["kernelspec"]["name"] == "python3"
