@@ -41,3 +41,54 @@ def packet_explorer(x):
         control.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([shape, width, k0]), out])
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 2 — Attacks are conjugate variables
+# ---------------------------------------------------------------------------------------
+
+
+def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
+    """An ε slider and an FGSM/PGD switch → the attacked inputs, their perturbations, predictions.
+
+    A thin wrapper: :func:`qnnlib.attacks.fgsm` / :func:`~qnnlib.attacks.pgd` (α = ε/4, ``steps``
+    steps, no random start so the picture does not flicker) and
+    :func:`qnnlib.plots.plot_attack_examples` on the first ``n`` samples of ``x``.
+    Returns the ipywidgets container (display it in a notebook).
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    import torch
+    from IPython.display import display
+
+    from . import attacks, plots
+
+    x, y = x[:n], y[:n]
+    eps = widgets.FloatSlider(value=0.1, min=0.0, max=eps_max, step=0.01, description="ε")
+    method = widgets.ToggleButtons(options=["FGSM", "PGD"], value="PGD", description="attack")
+    out = widgets.Output()
+
+    def redraw(*_):
+        if method.value == "FGSM":
+            x_adv = attacks.fgsm(model, x, y, eps=eps.value)
+        elif eps.value == 0:
+            x_adv = x.clone()
+        else:
+            x_adv = attacks.pgd(model, x, y, eps=eps.value, alpha=eps.value / 4, steps=steps, random_start=False)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            pred_clean, pred_adv = model(x).argmax(1), model(x_adv).argmax(1)
+        model.train(was_training)
+        with out:
+            out.clear_output(wait=True)
+            fig = plots.plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, eps=eps.value or None,
+                                             n=n, classes=classes)
+            # display + close works with every backend (plt.show(fig) fails under Agg).
+            display(fig)
+            plt.close(fig)
+
+    for control in (eps, method):
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([method, eps]), out])

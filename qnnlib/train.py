@@ -1,0 +1,166 @@
+"""The training loop and the two accuracies the book reports (SPEC §4).
+
+:func:`train` is plain mini-batch Adam on the mean cross-entropy (no label smoothing, no
+augmentation), with its own :class:`torch.Generator` for shuffling so that, given the same
+initial weights, a CPU run is repeatable for a seed. A per-epoch callback lets later chapters
+record metrics (test accuracy, robust accuracy, Δx, Δp) without touching the loop.
+:func:`accuracy` and :func:`robust_accuracy` evaluate in eval mode and restore the model's mode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainHistory:
+    """What :func:`train` did: settings and one entry per epoch (index 0 is epoch 1)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    device: str
+    dataset: str
+    train_loss: tuple = field(default_factory=tuple)
+    train_acc: tuple = field(default_factory=tuple)
+    seconds: tuple = field(default_factory=tuple)
+
+
+def _tensors(data):
+    """Accept a :class:`qnnlib.data.Dataset` or an ``(x, y)`` pair; return x, y, identity."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y, getattr(data, "identity", "tensors")
+    try:
+        x, y = data
+    except (TypeError, ValueError):
+        raise ValueError("data must be a qnnlib.data.Dataset or an (x, y) pair of tensors") from None
+    return x, y, "tensors"
+
+
+def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, seed: int,
+          device="cpu", on_epoch=None, progress: bool = True) -> TrainHistory:
+    """Train ``model`` in place with Adam on the mean cross-entropy; return a :class:`TrainHistory`.
+
+    Parameters
+    ----------
+    model : nn.Module returning logits (N, K); left in train mode at the end
+    data : Dataset or (x, y) with x (N, ...) and y int64 (N,), kept in memory
+    epochs : number of passes over the data (≥ 1)
+    batch_size : mini-batch size (default 128, SPEC §4); the last, smaller batch is kept
+    lr : Adam learning rate (default 1e-3)
+    seed : seeds the shuffling generator (the model's initial weights are the caller's)
+    device : where to train; batches are moved there one at a time
+    on_epoch : optional callback ``on_epoch(epoch, stats)`` after each epoch, epoch = 1, 2, …,
+        stats = {"train_loss", "train_acc", "seconds"} (means over that epoch's batches, as run)
+    progress : show tqdm progress bars (one per epoch)
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    x, y, identity = _tensors(data)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"data: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses, accs, times = [], [], []
+    for epoch in range(1, epochs + 1):
+        stats = train_epoch(model, optimizer, x, y, batch_size=batch_size, generator=generator,
+                            device=device, progress=progress, desc=f"epoch {epoch}/{epochs}")
+        losses.append(stats["train_loss"])
+        accs.append(stats["train_acc"])
+        times.append(stats["seconds"])
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+            model.train()  # the callback may evaluate; training continues in train mode
+    return TrainHistory(epochs, batch_size, float(lr), seed, str(device), identity,
+                        tuple(losses), tuple(accs), tuple(times))
+
+
+def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+                generator: torch.Generator, device="cpu", progress: bool = True, desc: str = "epoch") -> dict:
+    """One pass over ``(x, y)`` in the order drawn from ``generator``; the model ends in train mode.
+
+    The building block of :func:`train`, public so that the experiment runner can checkpoint
+    between epochs (it saves the generator's state with the model and optimizer).
+    Returns ``{"train_loss", "train_acc", "seconds"}``: means over the epoch's samples, as run.
+    """
+    start = time.perf_counter()
+    n = x.shape[0]
+    model.train()
+    order = torch.randperm(n, generator=generator)
+    # Accumulate on the device: no host synchronisation per batch on a GPU.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    bar = tqdm(range(0, n, batch_size), desc=desc, leave=False, disable=not progress)
+    for first in bar:
+        index = order[first:first + batch_size]
+        xb, yb = x[index].to(device), y[index].to(device)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Sum over samples so that the epoch mean weights the short last batch correctly.
+        loss_sum += loss.detach().double() * len(index)
+        correct += (logits.argmax(1) == yb).sum()
+    return {"train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
+            "seconds": time.perf_counter() - start}
+
+
+def _device_of(model):
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
+    """Fraction of samples whose arg-max logit equals the label; eval mode, mode restored."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    was_training = model.training
+    device = _device_of(model)
+    model.eval()
+    correct = 0
+    try:
+        with torch.no_grad():
+            for first in range(0, x.shape[0], batch_size):
+                xb = x[first:first + batch_size].to(device)
+                yb = y[first:first + batch_size].to(device)
+                correct += int((model(xb).argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return correct / x.shape[0]
+
+
+def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack, *, batch_size: int = 500) -> float:
+    """Accuracy on attacked inputs: ``attack(model, x_batch, y_batch) -> x_adv`` per batch.
+
+    ``attack`` is any callable with that signature, e.g.
+    ``functools.partial(qnnlib.attacks.pgd, eps=0.1, alpha=0.025, steps=4)``. The model is in eval
+    mode both while attacked and while classifying; its mode is restored afterwards.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    was_training = model.training
+    device = _device_of(model)
+    model.eval()
+    correct = 0
+    try:
+        for first in range(0, x.shape[0], batch_size):
+            xb = x[first:first + batch_size].to(device)
+            yb = y[first:first + batch_size].to(device)
+            x_adv = attack(model, xb, yb)
+            with torch.no_grad():
+                correct += int((model(x_adv).argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return correct / x.shape[0]

@@ -1,0 +1,250 @@
+"""Tests for qnnlib.attacks: closed forms, then torchattacks as an independent reference, then end to end."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from qnnlib.attacks import fgsm, input_gradient, pgd
+from qnnlib.train import accuracy, robust_accuracy, train
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+def small_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 3 * 3, 5),
+    )
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(12, 1, 10, 10, generator=generator)
+    y = torch.randint(0, 5, (12,), generator=generator)
+    return x, y
+
+
+def two_blobs(n=400, dim=20, seed=0):
+    """Two classes in [0,1]^dim whose means differ by 0.3 in every coordinate."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = (0.35 + 0.3 * y[:, None] + 0.1 * torch.randn(n, dim, generator=generator)).clamp(0, 1)
+    return x, y
+
+
+# --- closed forms --------------------------------------------------------------------------
+
+
+def test_fgsm_on_linear_model_equals_closed_form():
+    # For logits W x + b, ∂CE/∂x = Wᵀ(softmax − onehot); FGSM is x + ε sign of that, clamped.
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    x = torch.rand(8, 6)
+    y = torch.randint(0, 3, (8,))
+    eps = 0.07
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1) - nn.functional.one_hot(y, 3).float()
+        expected = (x + eps * (p @ model.weight).sign()).clamp(0, 1)
+    torch.testing.assert_close(fgsm(model, x, y, eps=eps), expected, rtol=0, atol=0)
+
+
+def test_input_gradient_on_linear_model_equals_closed_form():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    x = torch.rand(8, 6)
+    y = torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        expected = (torch.softmax(model(x), 1) - nn.functional.one_hot(y, 3).float()) @ model.weight
+    # float32 matmul vs autograd's order of operations: a few ulps.
+    torch.testing.assert_close(input_gradient(model, x, y), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_eps_zero_returns_x(batch):
+    x, y = batch
+    model = small_cnn()
+    assert torch.equal(fgsm(model, x, y, eps=0.0), x)
+    assert torch.equal(pgd(model, x, y, eps=0.0, alpha=0.01, steps=3), x)
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.1, 0.3])
+def test_pgd_stays_in_eps_ball_and_pixel_box(batch, eps):
+    x, y = batch
+    model = small_cnn()
+    for x_adv in (pgd(model, x, y, eps=eps, alpha=eps / 3, steps=5), fgsm(model, x, y, eps=eps)):
+        # Projection is exact up to one float32 rounding of x + δ.
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_pgd_attacks_any_shape_and_box():
+    # Features (N, F) in the unit box, model = a linear head: the Chapter 5 use.
+    torch.manual_seed(0)
+    head = nn.Linear(7, 4)
+    z = torch.rand(5, 7)
+    y = torch.randint(0, 4, (5,))
+    z_adv = pgd(head, z, y, eps=0.2, alpha=0.05, steps=4)
+    assert z_adv.shape == z.shape
+    assert (z_adv - z).abs().max() <= 0.2 + 1e-6
+    wide = pgd(head, z * 4 - 2, y, eps=0.5, alpha=0.1, steps=3, clamp=(-2.0, 2.0))
+    assert wide.min() >= -2 and wide.max() <= 2
+
+
+# --- cross-check against torchattacks --------------------------------------------------------
+
+
+def test_pgd_without_random_start_equals_torchattacks(batch):
+    x, y = batch
+    model = small_cnn()
+    ours = pgd(model, x, y, eps=0.1, alpha=0.025, steps=4, random_start=False)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=4, random_start=False)(x, y)
+    # The issue asks 1e-6; the operations are the same, so in practice they agree bit for bit.
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_pgd_with_random_start_equals_torchattacks_under_same_seed(batch):
+    x, y = batch
+    model = small_cnn()
+    torch.manual_seed(7)
+    ours = pgd(model, x, y, eps=8 / 255, alpha=2 / 255, steps=4)
+    torch.manual_seed(7)
+    theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=4)(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_fgsm_equals_torchattacks(batch):
+    x, y = batch
+    model = small_cnn()
+    theirs = torchattacks.FGSM(model, eps=0.1)(x, y)
+    torch.testing.assert_close(fgsm(model, x, y, eps=0.1), theirs, rtol=0, atol=1e-6)
+
+
+def test_generator_makes_random_start_repeatable(batch):
+    x, y = batch
+    model = small_cnn()
+    first = pgd(model, x, y, eps=0.1, alpha=0.02, steps=2, generator=torch.Generator().manual_seed(3))
+    second = pgd(model, x, y, eps=0.1, alpha=0.02, steps=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, second)
+
+
+def test_sample_attacked_alone_equals_its_row_in_batch(batch):
+    # In eval mode samples do not interact; the mean over N scales the gradient by 1/N but not its sign.
+    x, y = batch
+    model = small_cnn()
+    whole = pgd(model, x, y, eps=0.1, alpha=0.03, steps=4, random_start=False)
+    for i in (0, 5, 11):
+        alone = pgd(model, x[i:i + 1], y[i:i + 1], eps=0.1, alpha=0.03, steps=4, random_start=False)
+        torch.testing.assert_close(alone[0], whole[i], rtol=0, atol=1e-6)
+    grads = input_gradient(model, x, y)
+    torch.testing.assert_close(input_gradient(model, x[3:4], y[3:4])[0], grads[3], rtol=1e-5, atol=1e-7)
+
+
+# --- side effects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_attacks_restore_mode_leave_grads_and_input_untouched(batch, training):
+    x, y = batch
+    model = nn.Sequential(small_cnn(), nn.BatchNorm1d(5))
+    model.train(training)
+    before = x.clone()
+    seen = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(m.training))
+    for attack in (
+        lambda: fgsm(model, x, y, eps=0.1),
+        lambda: pgd(model, x, y, eps=0.1, alpha=0.02, steps=3),
+        lambda: input_gradient(model, x, y),
+    ):
+        attack()
+        assert model.training is training
+        assert all(p.grad is None for p in model.parameters())
+        assert torch.equal(x, before) and not x.requires_grad
+    assert seen and not any(seen), "the model must be in eval mode during every attack"
+
+
+def test_mode_restored_after_error(batch):
+    x, y = batch
+    model = small_cnn().train()
+    with pytest.raises(ValueError, match="y"):
+        pgd(model, x, y + 10, eps=0.1, alpha=0.02, steps=2)
+    assert model.training
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"eps": -0.1}, "eps"),
+        ({"eps": float("nan")}, "eps"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"clamp": (1.0, 0.0)}, "clamp"),
+    ],
+)
+def test_pgd_rejects_bad_settings(batch, kwargs, name):
+    x, y = batch
+    settings = {"eps": 0.1, "alpha": 0.02, "steps": 2} | kwargs
+    with pytest.raises(ValueError, match=name):
+        pgd(small_cnn(), x, y, **settings)
+
+
+def test_attacks_reject_bad_inputs(batch):
+    x, y = batch
+    model = small_cnn()
+    bad = [
+        (x * 2, y, "x must lie inside the clamp box"),
+        (x - 0.5, y, "x must lie inside the clamp box"),
+        (x[:5], y, "same batch size"),
+        (x.masked_fill(x > 0.9, float("nan")), y, "finite"),
+        (x, y + 5, "model's output size"),
+        (x, y - 1, "model's output size"),
+        (x, y.float(), "integer"),
+    ]
+    for xs, ys, message in bad:
+        with pytest.raises(ValueError, match=message):
+            fgsm(model, xs, ys, eps=0.1)
+        with pytest.raises(ValueError, match=message):
+            pgd(model, xs, ys, eps=0.1, alpha=0.02, steps=1)
+    with pytest.raises(ValueError, match="eps"):
+        fgsm(model, x, y, eps=-1)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_mlp():
+    x, y = two_blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 2))
+    train(model, (x, y), epochs=15, batch_size=32, lr=1e-2, seed=0, progress=False)
+    return model, x, y
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(trained_mlp):
+    model, x, y = trained_mlp
+    for eps in (0.05, 0.1, 0.15):
+        fgsm_acc = robust_accuracy(model, x, y, functools.partial(fgsm, eps=eps))
+        pgd_acc = robust_accuracy(
+            model, x, y, functools.partial(pgd, eps=eps, alpha=eps / 4, steps=10, random_start=False)
+        )
+        assert pgd_acc <= fgsm_acc
+
+
+def test_robust_accuracy_does_not_increase_with_eps(trained_mlp):
+    model, x, y = trained_mlp
+    accs = [accuracy(model, x, y)] + [
+        robust_accuracy(model, x, y, functools.partial(pgd, eps=eps, alpha=eps / 4, steps=10, random_start=False))
+        for eps in (0.02, 0.05, 0.1, 0.2)
+    ]
+    assert accs[0] > 0.95, accs
+    assert all(later <= earlier for earlier, later in zip(accs, accs[1:])), accs
+    assert accs[-1] < 0.5, accs

@@ -1,0 +1,92 @@
+"""Tests for qnnlib.train: the loss falls, a seed repeats a run, callbacks, evaluation modes."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from qnnlib.attacks import pgd
+from qnnlib.train import accuracy, robust_accuracy, train
+
+
+def blobs(n=256, dim=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centres = torch.rand(3, dim, generator=generator)
+    x = (centres[y] + 0.15 * torch.randn(n, dim, generator=generator)).clamp(0, 1)
+    return x, y
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def test_training_reduces_the_loss_and_learns():
+    x, y = blobs()
+    model = mlp()
+    before = nn.functional.cross_entropy(model(x), y).item()
+    history = train(model, (x, y), epochs=10, batch_size=32, lr=1e-2, seed=0, progress=False)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert nn.functional.cross_entropy(model(x), y).item() < 0.5 * before
+    assert accuracy(model, x, y) > 0.9
+
+
+def test_training_is_deterministic_for_a_seed():
+    x, y = blobs()
+    runs = []
+    for _ in range(2):
+        model = mlp(seed=3)
+        history = train(model, (x, y), epochs=2, batch_size=20, seed=11, progress=False)
+        runs.append((history.train_loss, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    other = mlp(seed=3)
+    train(other, (x, y), epochs=2, batch_size=20, seed=12, progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0][1], other.parameters()))
+
+
+def test_on_epoch_callback_gets_each_epoch_and_history_records_settings():
+    x, y = blobs(n=64)
+    seen = []
+    model = mlp()
+
+    def record(epoch, stats):
+        model.eval()  # a callback that evaluates must not leave training in eval mode
+        seen.append((epoch, set(stats)))
+
+    history = train(model, (x, y), epochs=3, batch_size=16, lr=2e-3, seed=0, on_epoch=record, progress=False)
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert all({"train_loss", "train_acc"} <= keys for _, keys in seen)
+    assert model.training
+    assert (history.epochs, history.batch_size, history.lr, history.seed) == (3, 16, 2e-3, 0)
+    assert len(history.train_loss) == len(history.train_acc) == 3
+    assert history.dataset == "tensors"
+
+
+def test_train_rejects_bad_settings():
+    x, y = blobs(n=16)
+    for kwargs, name in [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr")]:
+        settings = {"epochs": 1, "seed": 0, "progress": False} | kwargs
+        with pytest.raises(ValueError, match=name):
+            train(mlp(), (x, y), **settings)
+    with pytest.raises(ValueError, match="samples"):
+        train(mlp(), (x, y[:5]), epochs=1, seed=0, progress=False)
+
+
+def test_evaluation_uses_eval_mode_and_restores_it():
+    x, y = blobs(n=64)
+    model = nn.Sequential(mlp(), nn.Dropout(0.9)).train()
+    # Dropout at p=0.9 would make repeated train-mode evaluations differ; eval mode makes them equal.
+    assert accuracy(model, x, y) == accuracy(model, x, y)
+    assert model.training
+    attack = functools.partial(pgd, eps=0.05, alpha=0.02, steps=2, random_start=False)
+    assert robust_accuracy(model, x, y, attack, batch_size=10) <= accuracy(model, x, y)
+    assert model.training
+
+
+def test_robust_accuracy_with_identity_attack_equals_accuracy():
+    x, y = blobs(n=50)
+    model = mlp()
+    assert robust_accuracy(model, x, y, lambda m, xb, yb: xb, batch_size=7) == accuracy(model, x, y, batch_size=9)
