@@ -90,3 +90,23 @@ def test_robust_accuracy_with_identity_attack_equals_accuracy():
     x, y = blobs(n=50)
     model = mlp()
     assert robust_accuracy(model, x, y, lambda m, xb, yb: xb, batch_size=7) == accuracy(model, x, y, batch_size=9)
+
+
+def test_augment_batch_crops_and_flips_each_image_of_the_padded_batch():
+    from qnnlib.train import augment_batch
+
+    x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    # Without padding the only change left is the flip: each image is itself or its mirror image.
+    out = augment_batch(x, torch.Generator().manual_seed(0), pad=0)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
+    # With padding every output is an 8×8 window (maybe mirrored) of the reflection-padded image.
+    out = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for n in range(8):
+        windows = [padded[n, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(out[n], w) or torch.equal(out[n], w.flip(-1)) for w in windows)
+    # Seeded: the same generator state gives the same batch.
+    again = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
+    assert torch.equal(out, again)
