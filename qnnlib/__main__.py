@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         else:
             print(experiments.show(args.file))
     except (ValueError, FileNotFoundError, ResultsError) as error:
-        print(f"qnnlib: error: {error}", file=sys.stderr)
+        print("qnnlib: error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qnnlib: interrupted; finished epochs are saved, run again to resume", file=sys.stderr)

@@ -136,13 +136,23 @@ def make_config(name: str, *, fast: bool = False, epochs: int | None = None, **o
             raise ValueError(f"unknown override {key!r}; allowed: {sorted(set(known) - {'name'})}")
         changes[key] = _coerce(key, value, getattr(config, key))
     if epochs is not None:
-        changes["epochs"] = epochs
+        changes["epochs"] = _coerce("epochs", epochs, config.epochs)
     config = dataclasses.replace(config, **changes)
     _check_config(config)
     return config
 
 
 def _check_config(c: ExperimentConfig) -> None:
+    for f in dataclasses.fields(c):
+        value, default = getattr(c, f.name), getattr(CONFIGS.get(c.name, c), f.name)
+        if isinstance(default, bool) or isinstance(default, int):
+            ok = type(value) is type(default)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
     if c.epochs < 1:
         raise ValueError(f"epochs must be ≥ 1, got {c.epochs}")
     if c.batch_size < 1:

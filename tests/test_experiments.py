@@ -1,0 +1,224 @@
+"""The experiment runner: results schema, resume after SIGKILL, config checks, the CLI.
+
+Most tests run a tiny config on a synthetic digit-like dataset (so they need no data files and
+take seconds); one end-to-end test runs the real fast config on MNIST when it is present.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qnnlib import experiments, results
+from qnnlib.data import Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny but complete config: every phase of an epoch runs, on a few hundred images.
+TINY = dict(epochs=3, train_size=0, test_size=0, mc_samples=64, snapshot_epochs=(1,), snapshot_size=40,
+            final_size=40, strong_steps=2, strong_restarts=1, sweep_eps=(0.0, 0.1))
+
+SYNTHETIC = '''
+import torch
+from qnnlib import experiments
+from qnnlib.data import Dataset
+
+
+def synthetic(n, seed):
+    """Images whose label is the brightest of ten horizontal bands: learnable in one epoch."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 * torch.rand(n, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    for i in range(n):
+        row = 2 + 2 * int(y[i])
+        x[i, 0, row:row + 2] += 0.6
+    return Dataset(x, y, "synthetic", "train", "synthetic bands", "memory", tuple(str(c) for c in range(10)))
+
+
+def datasets(config):
+    return synthetic(400, config.seed), synthetic(120, config.seed + 1)
+'''
+namespace = {}
+exec(SYNTHETIC, namespace)
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    monkeypatch.setattr(experiments, "_datasets", namespace["datasets"])
+
+
+def _comparable(record):
+    """The record without what legitimately differs between runs: times and provenance."""
+    epochs = [{k: v for k, v in e.items() if k != "seconds"} for e in record["epochs"]]
+    final = {k: v for k, v in record["final"].items() if k != "seconds"}
+    return record["config"], epochs, final
+
+
+def test_tiny_run_writes_a_complete_results_file(synthetic, tmp_path):
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
+    record = results.read_results(path)  # validates the schema
+    assert path.name == "mnist-cnn3.json" and len(record["epochs"]) == 3
+    prov = record["provenance"]
+    assert prov["dataset"]["identity"] == "synthetic bands" and prov["finished"] is not None
+    assert prov["wall_seconds"] > 0 and prov["torch_version"] == torch.__version__
+    assert record["config"] == experiments.make_config("mnist-cnn3", **TINY).as_dict()
+    last = record["epochs"][-1]
+    assert last["test_acc"] > 0.5  # the bands are learnable: far above chance (0.1)
+    assert 0 <= last["robust_acc"] <= 1 and 0 <= last["robust_acc_feature"] <= 1
+    for space, dims in (("pixel", 784), ("feature", None)):
+        block = last[space]
+        assert block["dx"] > 0 and block["dp"] >= 0 and block["dx_stderr"] > 0 and block["aggregate_form"] == "paper"
+        assert 0 <= block["frac_below_half"] <= 1 and block["labels"] == [8]
+        if dims:
+            assert block["dims"] == dims
+    # Δx_i of any ψ on [0, 1] is at most 1/2, so the paper's aggregate √(Σ Δx_i) is at most √(M/2).
+    assert last["pixel"]["dx"] <= (784 / 2) ** 0.5
+    sweep = record["final"]["sweep"]
+    assert sweep["pixel"][0] == pytest.approx(last["test_acc"], abs=0.2)  # 40 of the test images
+    assert sweep["pixel"][1] <= sweep["pixel"][0] and sweep["feature"][1] <= sweep["feature"][0]
+    snapshots = experiments.load_snapshots(path)
+    assert set(snapshots) >= {"epoch1_embedding", "epoch3_embedding", "epoch1_labels"}
+    assert snapshots["epoch1_embedding"].shape == (80, 2)  # 40 clean + 40 attacked, embedded together
+
+
+def test_schema_check_names_the_missing_field(synthetic, tmp_path):
+    record = results.read_results(experiments.run("mnist-cnn3", out=tmp_path, progress=False, **dict(TINY, epochs=1)))
+    for damage, message in (
+        (lambda r: r.pop("provenance"), "provenance"),
+        (lambda r: r["provenance"]["dataset"].pop("identity"), "identity"),
+        (lambda r: r["epochs"][0].pop("robust_acc_feature"), "robust_acc_feature"),
+        (lambda r: r["epochs"][0]["pixel"].pop("dp_stderr"), "dp_stderr"),
+        (lambda r: r.update(schema=99), "schema"),
+    ):
+        broken = json.loads(json.dumps(record))
+        damage(broken)
+        with pytest.raises(results.ResultsError, match=message):
+            results.validate(broken)
+
+
+def test_results_of_another_config_are_never_reused(synthetic, tmp_path):
+    experiments.run("mnist-cnn3", out=tmp_path, progress=False, **dict(TINY, epochs=1))
+    with pytest.raises(results.ResultsError, match="another config"):
+        experiments.run("mnist-cnn3", out=tmp_path, progress=False, **dict(TINY, epochs=1, lr=0.01))
+
+
+def test_corrupt_files_are_reported_not_loaded(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1, "experi')
+    with pytest.raises(results.ResultsError, match="corrupt"):
+        results.read_results(bad)
+    ckpt = tmp_path / "bad.ckpt.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(results.ResultsError, match="corrupt"):
+        results.load_checkpoint(ckpt)
+
+
+def test_run_killed_mid_epoch_resumes_to_identical_results(synthetic, tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    script = SYNTHETIC + textwrap.dedent(f"""
+        experiments._datasets = datasets
+        torch.set_num_threads(1)
+        experiments.run("mnist-cnn3", out={str(killed)!r}, progress=False, **{TINY!r})
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-c", script], env=env)
+    path = killed / "mnist-cnn3.json"
+    deadline = time.monotonic() + 120
+    try:
+        # Kill as soon as the first epoch is on disk: the process is then inside epoch 2.
+        while not (path.exists() and len(json.loads(path.read_text())["epochs"]) >= 1):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run did not finish an epoch in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert len(results.read_results(path)["epochs"]) < 3  # it really was interrupted
+    torch.set_num_threads(1)  # the same arithmetic as the killed process
+    try:
+        resumed = results.read_results(experiments.run("mnist-cnn3", out=killed, progress=False, **TINY))
+        uninterrupted = results.read_results(experiments.run("mnist-cnn3", out=clean, progress=False, **TINY))
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    assert _comparable(resumed) == _comparable(uninterrupted)
+    assert experiments.load_snapshots(killed / "mnist-cnn3.json").keys() == experiments.load_snapshots(
+        clean / "mnist-cnn3.json").keys()
+
+
+def test_make_config_rejects_unknown_names_and_bad_overrides():
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiments.make_config("mnist-mlp")
+    with pytest.raises(ValueError, match="unknown override 'learning_rate'"):
+        experiments.make_config("mnist-cnn3", learning_rate=0.1)
+    with pytest.raises(ValueError, match="not a valid int"):
+        experiments.make_config("mnist-cnn3", epochs="many")
+    with pytest.raises(ValueError, match="epochs must be a int"):
+        experiments.make_config("mnist-cnn3", epochs=2.5)
+    with pytest.raises(ValueError, match="epochs must be ≥ 1"):
+        experiments.make_config("mnist-cnn3", epochs=0)
+    with pytest.raises(ValueError, match="labels"):
+        experiments.make_config("mnist-cnn3", labels="8,12")
+    assert experiments.make_config("mnist-cnn3", labels="3,8").labels == (3, 8)
+    assert experiments.make_config("mnist-cnn3", sweep_eps="0,0.1").sweep_eps == (0.0, 0.1)
+
+
+def test_named_configs_follow_the_spec():
+    assert set(experiments.CONFIGS) == {"mnist-cnn3", "cifar-cnn4", "cifar-resnet8"}
+    for config in experiments.CONFIGS.values():
+        assert (config.epochs, config.batch_size, config.lr) == (50, 128, 1e-3)
+        assert config.pgd_steps == 4 and config.pgd_eps == pytest.approx(8 / 255)
+        assert experiments.build_model(config)(torch.zeros(2, *((1, 28, 28) if config.dataset == "mnist" else (3, 32, 32)))).shape == (2, 10)
+    assert experiments.CONFIGS["mnist-cnn3"].labels == (8,)
+    assert experiments.CONFIGS["cifar-cnn4"].labels == tuple(range(10))
+    assert experiments.CONFIGS["mnist-cnn3"].snapshot_eps == 0.1 and experiments.CONFIGS["mnist-cnn3"].snapshot_steps == 4
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "qnnlib", *args], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "mnist-mlp"), "unknown experiment"),
+    (("run", "mnist-cnn3", "--set", "learning_rate=1"), "unknown override"),
+    (("run", "mnist-cnn3", "--set", "epochs"), "KEY=VALUE"),
+    (("run", "mnist-cnn3", "--epochs", "x"), "invalid int"),
+    (("show", "no-such-file.json"), "does not exist"),
+    (("dance",), "invalid choice"),
+])
+def test_cli_errors_are_one_line_and_exit_2(args, message):
+    done = _cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path):
+    done = _cli("run", "mnist-cnn3", "--fast", "--out", str(tmp_path), env={"QNNLIB_DATA": str(tmp_path / "empty")})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "QNNLIB_DATA" in done.stderr, done.stderr
+
+
+def test_cli_lists_and_shows(synthetic, tmp_path):
+    listed = _cli("list")
+    assert listed.returncode == 0 and all(name in listed.stdout for name in experiments.CONFIGS)
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **dict(TINY, epochs=1))
+    shown = _cli("show", str(path))
+    assert shown.returncode == 0 and "synthetic bands" in shown.stdout and "\n    1 " in shown.stdout
+    path.write_text("{}")
+    broken = _cli("show", str(path))
+    assert broken.returncode == 2 and "missing field" in broken.stderr
+
+
+def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):
+    if not (Path(os.environ.get("QNNLIB_DATA", "/nonexistent")) / "MNIST" / "raw").exists():
+        pytest.skip("real MNIST not found: set QNNLIB_DATA to a folder with MNIST/raw (CI has ../shared/data)")
+    record = experiments.load_or_run("mnist-cnn3", fast=True, progress=False)
+    assert record["provenance"]["dataset"]["identity"] == "MNIST (official)"
+    assert len(record["epochs"]) == experiments.FAST["epochs"] and record["epochs"][-1]["test_acc"] > 0.6
