@@ -488,20 +488,51 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
     return json_path
 
 
-def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) -> dict:
-    """Results for the book: recorded ones in full mode (run if absent or stale), a tiny run in fast mode."""
+@dataclass(frozen=True, eq=False)
+class RecordedRun:
+    """A results file as the book reads it: the record, its Fig. 1 arrays, and where it lives."""
+
+    record: dict
+    snapshots: dict
+    path: Path
+
+    def series(self, key: str, space: str | None = None) -> np.ndarray:
+        """One per-epoch quantity as an array, e.g. ``series("test_acc")``, ``series("dp", "pixel")``."""
+        epochs = self.record["epochs"]
+        if space is None:
+            return np.array([e[key] for e in epochs], dtype=float)
+        return np.array([e[space][key] for e in epochs], dtype=float)
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.series("epoch").astype(int)
+
+
+def _recorded(path: Path) -> RecordedRun:
+    record = results.read_results(path)
+    npz = path.with_suffix(".npz")
+    return RecordedRun(record, load_snapshots(path) if npz.exists() else {}, path)
+
+
+def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) -> RecordedRun:
+    """Results for the book: the recorded run in full mode (run if absent or made with another
+    config), a tiny real run of the fast config in fast mode."""
     if fast:
         import tempfile
 
         out = Path(tempfile.mkdtemp(prefix="qnnlib-fast-"))
-        return results.read_results(run(name, fast=True, device=device, out=out, resume=False, progress=progress))
+        return _recorded(run(name, fast=True, device=device, out=out, resume=False, progress=progress))
     config = make_config(name)
     path = RESULTS_DIR / f"{name}.json"
     if path.exists():
-        record = results.read_results(path)
-        if record["config"] == config.as_dict() and len(record["epochs"]) == config.epochs:
-            return record
-    return results.read_results(run(name, device=device, out=RESULTS_DIR, progress=progress))
+        recorded = _recorded(path)
+        if recorded.record["config"] != config.as_dict():
+            # Recorded with another config (an older qnnlib?): never reuse it, never overwrite it.
+            return _recorded(run(name, device=device, out=RUNS_DIR, progress=progress))
+        if "final" in recorded.record:
+            return recorded
+    # Absent or unfinished: run, or resume, the recorded run.
+    return _recorded(run(name, device=device, out=RESULTS_DIR, progress=progress))
 
 
 def load_snapshots(results_json: Path | str) -> dict:

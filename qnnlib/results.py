@@ -113,6 +113,9 @@ def _atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

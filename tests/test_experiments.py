@@ -219,6 +219,7 @@ def test_cli_lists_and_shows(synthetic, tmp_path):
 def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):
     if not (Path(os.environ.get("QNNLIB_DATA", "/nonexistent")) / "MNIST" / "raw").exists():
         pytest.skip("real MNIST not found: set QNNLIB_DATA to a folder with MNIST/raw (CI has ../shared/data)")
-    record = experiments.load_or_run("mnist-cnn3", fast=True, progress=False)
-    assert record["provenance"]["dataset"]["identity"] == "MNIST (official)"
-    assert len(record["epochs"]) == experiments.FAST["epochs"] and record["epochs"][-1]["test_acc"] > 0.6
+    recorded = experiments.load_or_run("mnist-cnn3", fast=True, progress=False)
+    assert recorded.record["provenance"]["dataset"]["identity"] == "MNIST (official)"
+    assert list(recorded.epochs) == [1, 2] and recorded.series("test_acc")[-1] > 0.6
+    assert recorded.series("dp", "pixel").shape == (2,) and "epoch1_embedding" in recorded.snapshots
