@@ -408,3 +408,107 @@ def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None):
     if title:
         axes[0].figure.suptitle(title)
     return axes
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 6 — MNIST: the trade-off, measured (also used by Chapters 7 and 8)
+# ---------------------------------------------------------------------------------------
+
+
+def _knn_regions(ax, embedding, labels, *, k=15, resolution=200, n_classes=10):
+    """Shade the plane by the class a k-nearest-neighbour vote on the embedded points gives."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    lo, hi = embedding.min(0), embedding.max(0)
+    pad = 0.05 * (hi - lo)
+    gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution),
+                         np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution))
+    knn = KNeighborsClassifier(n_neighbors=k).fit(embedding, labels)
+    regions = knn.predict(np.c_[gx.ravel(), gy.ravel()]).reshape(gx.shape)
+    colours = _class_colours(n_classes)
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(regions, origin="lower", extent=(gx.min(), gx.max(), gy.min(), gy.max()), aspect="auto",
+              cmap=ListedColormap(colours), vmin=-0.5, vmax=n_classes - 0.5, alpha=0.18, interpolation="nearest")
+
+
+def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=None, k=15):
+    """One t-SNE panel of Fig. 1: clean test features (dots) and their PGD versions (crosses).
+
+    ``embedding`` is (2n, 2): the n clean points first, then the n attacked ones, embedded together.
+    The background is shaded by a k-NN vote of the clean points' true labels. With ``highlight=c``
+    only class c's points are drawn (clean and attacked), the rest of the data shading the plane.
+    """
+    embedding, labels = np.asarray(embedding), np.asarray(labels)
+    n = len(labels)
+    clean, attacked = embedding[:n], embedding[n:]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.0), constrained_layout=True)
+    _knn_regions(ax, clean, labels, k=k)
+    colours = np.array(_class_colours(10))
+    show = labels == highlight if highlight is not None else np.ones(n, bool)
+    size = 10 if highlight is not None else 3
+    ax.scatter(*clean[show].T, s=size, c=colours[labels[show]], marker="o", linewidths=0, label="clean")
+    ax.scatter(*attacked[show].T, s=size * 1.6, c=colours[labels[show]], marker="x", linewidths=0.7,
+               label="PGD-attacked")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="lower right", fontsize=7, markerscale=2, framealpha=0.8)
+    ax.set_title(title or ("all classes" if highlight is None else f"class {highlight}"), fontsize=10)
+    return ax
+
+
+def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accuracy"):
+    """Per-epoch curves (Fig. 2 a, c, e, g analogues): ``curves = {label: values}``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    for (label, values), marker in zip(curves.items(), "osd^v<>"):
+        ax.plot(epochs, values, marker=marker, markersize=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, form="paper", colorbar=True):
+    """Δp against Δx, one point per epoch coloured by the epoch, with ±1 standard-error bars
+    (Fig. 2 b, d, f, h analogues). ``form`` names the aggregate ("paper": √Σ, "rss": √Σ²)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.0), constrained_layout=True)
+    dx, dp, epochs = np.asarray(dx), np.asarray(dp), np.asarray(epochs)
+    ax.errorbar(dx, dp, xerr=dx_err, yerr=dp_err, fmt="none", ecolor="0.6", elinewidth=0.8, zorder=1)
+    points = ax.scatter(dx, dp, c=epochs, cmap="viridis", s=18, zorder=2)
+    ax.plot(dx, dp, color="0.75", linewidth=0.6, zorder=0)
+    if colorbar:
+        ax.figure.colorbar(points, ax=ax, label="epoch")
+    name = {"paper": r"$\sqrt{\sum_i \cdot}$", "rss": r"$\sqrt{\sum_i \cdot^2}$"}.get(form, form)
+    ax.set_xlabel(rf"$\Delta x$ (aggregate {name})")
+    ax.set_ylabel(rf"$\Delta p$ (aggregate {name})")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_epoch_diagnostics(epochs, spaces, *, axes=None):
+    """The SPEC §2 diagnostics per epoch, one line per space: ``spaces = {name: {key: values}}`` with
+    keys ``frac_below_half``, ``mean_boundary``, ``min_product``."""
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    panels = (("frac_below_half", r"fraction of coordinates with $\Delta x_i\Delta p_i < 1/2$"),
+              ("mean_boundary", r"mean boundary term $\overline{B_i}$"),
+              ("min_product", r"smallest $\Delta x_i\Delta p_i$"))
+    for ax, (key, label) in zip(axes, panels):
+        for (name, values), marker in zip(spaces.items(), "os^"):
+            ax.plot(epochs, values[key], marker=marker, markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        if key == "min_product":
+            ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8, label="1/2")
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    return axes
