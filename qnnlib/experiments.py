@@ -81,12 +81,12 @@ CONFIGS = {
         sweep_eps=(0.0, 8 / 255, 0.05, 0.1, 0.15, 0.2, 0.3),
     ),
     "cifar-cnn4": ExperimentConfig(
-        name="cifar-cnn4", dataset="cifar10", model="CifarCNN4", labels=tuple(range(10)), mc_samples=4096,
+        name="cifar-cnn4", dataset="cifar10", model="CifarCNN4", labels=tuple(range(10)), mc_samples=2048,
         snapshot_eps=8 / 255, snapshot_alpha=2 / 255,
     ),
     "cifar-resnet8": ExperimentConfig(
         name="cifar-resnet8", dataset="cifar10", model="ResNet8", width=64, augment=True,
-        labels=tuple(range(10)), mc_samples=4096, snapshot_eps=8 / 255, snapshot_alpha=2 / 255,
+        labels=tuple(range(10)), mc_samples=2048, snapshot_eps=8 / 255, snapshot_alpha=2 / 255,
     ),
 }
 FAST = dict(epochs=2, train_size=2000, test_size=500, mc_samples=512, snapshot_epochs=(1,), snapshot_size=200,
