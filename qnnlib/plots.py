@@ -16,7 +16,7 @@ import numpy as np
 
 
 def plot_packet(x, psi, p, phi, spreads, *, axes=None, labels=("x", "p"), title=None):
-    """Draw |ψ(x)|² and |φ(p)|² side by side, each with its mean ± spread shaded.
+    """Draw ``|ψ(x)|²`` and ``|φ(p)|²`` side by side, each with its mean ± spread shaded.
 
     ``spreads`` is a :class:`qnnlib.quantum.Spreads` (or anything with mean_x, dx, mean_p, dp);
     ``labels`` names the two conjugate variables (``("t", "ν")`` for signals).
@@ -256,7 +256,7 @@ def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=N
 
 def plot_profiles_and_bounds(x, profiles, products, lower_bounds, *, axes=None):
     """Left: normalised 1-D profiles ψ on their interval; right: Δx·Δp per profile (bars), each
-    with its own bound |1 − B|/2 (black ticks) and the textbook 1/2 (dashed).
+    with its own bound ``|1 − B|/2`` (black ticks) and the textbook 1/2 (dashed).
 
     ``profiles``, ``products`` and ``lower_bounds`` are dicts keyed by the same names.
     """
@@ -288,7 +288,7 @@ def plot_profiles_and_bounds(x, profiles, products, lower_bounds, *, axes=None):
 
 
 def plot_coordinate_bounds(products, lower_bounds, *, labels=None, ax=None, title=None):
-    """Each coordinate as a point (|1 − B_i|/2, Δx_iΔp_i): the theorem says every point lies on
+    """Each coordinate as a point (``|1 − B_i|/2``, Δx_iΔp_i): the theorem says every point lies on
     or above the diagonal; the textbook claim is the region above the dashed line 1/2.
     """
     products, lower_bounds = np.ravel(products), np.ravel(lower_bounds)
@@ -352,6 +352,9 @@ def plot_convergence(ns, series, *, reference=None, ylabel="estimate", ax=None, 
     if reference is not None:
         ax.axhline(reference, color="k", linestyle="--", linewidth=1, label="grid reference")
     ax.set_xscale("log")
+    # Label the sample sizes themselves: over a decade or two, log-axis minor labels collide.
+    ax.set_xticks(ns, [f"{int(n):,}" for n in ns])
+    ax.minorticks_off()
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -386,7 +389,7 @@ def plot_error_scaling(ns, series, *, ax=None, title=None):
 
 
 def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None):
-    """Per-pixel diagnostics as images: Δx_iΔp_i, B_i, and whether Δx_iΔp_i ≥ |1 − B_i|/2.
+    """Per-pixel diagnostics as images: Δx_iΔp_i, B_i, and whether Δx_iΔp_i ≥ ``|1 − B_i|/2``.
 
     Each argument is an (H, W) array (one channel).
     """
@@ -407,6 +410,27 @@ def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None):
         ax.figure.colorbar(image, ax=ax, shrink=0.8)
     if title:
         axes[0].figure.suptitle(title)
+    return axes
+
+
+def plot_convergence_panels(ns, panels, *, references=None, ncols=None, title=None):
+    """Several :func:`plot_convergence` panels in one figure, one per quantity.
+
+    ``panels = {ylabel: {series label: (estimates, stderrs)}}``, each array over ``ns``;
+    ``references = {ylabel: value}`` (optional) adds a dashed reference line to that panel.
+    ``ncols`` panels per row (default: all in one row). Returns the 2-D array of axes.
+    """
+    references = references or {}
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), constrained_layout=True,
+                             squeeze=False)
+    for ax, (ylabel, series) in zip(axes.flat, panels.items()):
+        plot_convergence(ns, series, reference=references.get(ylabel), ylabel=ylabel, ax=ax)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     return axes
 
 

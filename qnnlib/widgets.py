@@ -13,7 +13,7 @@ from __future__ import annotations
 
 
 def packet_explorer(x):
-    """Shape, width and wave-number controls → ψ, |φ(p)|², Δx, Δp and their product.
+    """Shape, width and wave-number controls → ψ, ``|φ(p)|²``, Δx, Δp and their product.
 
     A thin wrapper: :func:`qnnlib.quantum.make_packet`, :func:`~qnnlib.quantum.spreads`,
     :func:`~qnnlib.quantum.momentum_wavefunction` and :func:`qnnlib.plots.plot_packet`.
@@ -92,3 +92,77 @@ def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
         control.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([method, eps]), out])
+
+
+# ---------------------------------------------------------------------------------------
+# Chapter 5 — Monte Carlo in 784 dimensions
+# ---------------------------------------------------------------------------------------
+
+
+def monte_carlo_figure(model, label, input_shape, *, n, sampler="uniform", seed=0, reference=None, title=None):
+    """Δx and Δp (paper form) ± one standard error at N/8, N/4, N/2 and N points, for one sampler.
+
+    A thin wrapper: :func:`qnnlib.uncertainty.neural_moments` of class ``label`` (independent
+    points per N, seeds ``seed``, ``seed + 1``, …) and :func:`qnnlib.plots.plot_convergence_panels`.
+    ``reference`` (optional) is the exact ``(Δx, Δp)``, e.g. from grid quadrature. Returns
+    ``(axes, moments, rate)``: the axes, the :class:`~qnnlib.uncertainty.Moments` at N points and
+    the samples per second of the whole run.
+    """
+    import time
+
+    import torch
+
+    from . import plots
+    from .uncertainty import neural_moments
+
+    ns = sorted({max(2, n // 8), max(2, n // 4), max(2, n // 2), n})
+    start = time.perf_counter()
+    runs = [neural_moments(model, label, input_shape, n_samples=k, sampler=sampler,
+                           generator=torch.Generator().manual_seed(seed + j)) for j, k in enumerate(ns)]
+    rate = sum(ns) / (time.perf_counter() - start)
+    names = (r"$\Delta x$ (paper form)", r"$\Delta p$ (paper form)")
+    values = [m.aggregate("paper") for m in runs]
+    errors = [m.aggregate_stderr("paper") for m in runs]
+    panels = {name: {sampler: ([v[i] for v in values], [e[i] for e in errors])} for i, name in enumerate(names)}
+    references = dict(zip(names, reference)) if reference is not None else None
+    axes = plots.plot_convergence_panels(ns, panels, references=references, title=title)
+    return axes, runs[-1], rate
+
+
+def monte_carlo_explorer(problems, *, references=None, sizes=(256, 512, 1024, 2048, 4096, 8192, 16384), seed=0):
+    """Problem, sampler, N and seed controls → Δx, Δp (paper form) ± error, their convergence, the rate.
+
+    ``problems = {name: (model, label, input_shape)}``, e.g. the toy classifier and the MNIST CNN;
+    ``references = {name: (Δx, Δp)}`` (optional) draws exact values (grid quadrature) as lines.
+    A thin wrapper around :func:`monte_carlo_figure`. Returns the ipywidgets container.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    references = references or {}
+    sizes = list(sizes)
+    problem = widgets.Dropdown(options=list(problems), description="ψ of")
+    sampler = widgets.ToggleButtons(options=["uniform", "sobol"], value="uniform", description="sampler")
+    n = widgets.SelectionSlider(options=sizes, value=sizes[len(sizes) // 2], description="N")
+    seed_box = widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed")
+    out = widgets.Output()
+
+    def redraw(*_):
+        model, label, shape = problems[problem.value]
+        axes, m, rate = monte_carlo_figure(model, label, shape, n=n.value, sampler=sampler.value,
+                                           seed=seed_box.value, reference=references.get(problem.value))
+        (dx, dp), (dx_err, dp_err) = m.aggregate("paper"), m.aggregate_stderr("paper")
+        with out:
+            out.clear_output(wait=True)
+            print(f"N = {n.value:,} ({sampler.value}): Δx = {dx:.4f} ± {dx_err:.4f}, Δp = {dp:.4f} ± {dp_err:.4f} "
+                  f"(paper form); ESS = {m.ess:,.0f}; {rate:,.0f} samples/s")
+            fig = axes.flat[0].figure
+            # display + close works with every backend (plt.show(fig) fails under Agg).
+            display(fig)
+            plt.close(fig)
+
+    for control in (problem, sampler, n, seed_box):
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([problem, sampler]), widgets.HBox([n, seed_box]), out])
