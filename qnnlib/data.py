@@ -47,13 +47,20 @@ class Dataset:
 
     Attributes
     ----------
-    x : float32 tensor (N, C, H, W) in [0, 1]
-    y : int64 tensor (N,) with values in 0..len(classes)-1
-    name : "mnist" or "cifar10"
-    split : "train" or "test"
-    identity : human-readable provenance, e.g. "MNIST (official)", "CIFAR-10 (JPEG copy)"
-    source : the folder the files were read from
-    classes : class names in label order
+    x
+        float32 tensor (N, C, H, W) in [0, 1]
+    y
+        int64 tensor (N,) with values in 0..len(classes)-1
+    name
+        "mnist" or "cifar10"
+    split
+        "train" or "test"
+    identity
+        human-readable provenance, e.g. "MNIST (official)", "CIFAR-10 (JPEG copy)"
+    source
+        the folder the files were read from
+    classes
+        class names in label order
     """
 
     x: torch.Tensor
@@ -93,18 +100,24 @@ def load_dataset(name: str, split: str, root=None) -> Dataset:
 
     Parameters
     ----------
-    name : "mnist" (60,000/10,000 images 1×28×28) or "cifar10" (50,000/10,000 images 3×32×32)
-    split : "train" or "test"
-    root : folder holding torchvision's layout; default ``QNNLIB_DATA``, else ``~/.cache/qnnlib/data``
+    name
+        "mnist" (60,000/10,000 images 1×28×28) or "cifar10" (50,000/10,000 images 3×32×32)
+    split
+        "train" or "test"
+    root
+        folder holding torchvision's layout; default ``QNNLIB_DATA``, else ``~/.cache/qnnlib/data``
 
     Returns
     -------
-    Dataset with ``x`` float32 (N, C, H, W) in [0, 1] and ``y`` int64 (N,).
+    Dataset
+        ``x`` float32 (N, C, H, W) in [0, 1] and ``y`` int64 (N,).
 
     Raises
     ------
-    ValueError for an unknown ``name`` or ``split``; FileNotFoundError when the files are absent
-    and cannot be downloaded (the message says where to put them).
+    ValueError
+        for an unknown ``name`` or ``split``
+    FileNotFoundError
+        when the files are absent and cannot be downloaded (the message says where to put them)
 
     Example
     -------

@@ -403,7 +403,7 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
     """Run (or resume) the experiment ``name``; return the path of its results JSON.
 
     Args:
-        name: a key of :data:`CONFIGS` (``python -m qnnlib list``).
+        name: a key of ``CONFIGS`` (``python -m qnnlib list``).
         fast: the tiny configuration of fast mode (a few thousand images, 2 epochs).
         epochs: override the number of epochs.
         device: ``"cpu"``, ``"cuda"``…; default CUDA when available.

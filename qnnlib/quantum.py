@@ -106,7 +106,7 @@ def spreads(x, psi) -> Spreads:
         psi: complex (or real) values ψ(x), shape (N,); normalised internally, so any
             non-zero multiple gives the same result.
 
-    The momentum operator is −i d/dx (ħ = 1) and ⟨p²⟩ = ∫|ψ′|² dx; ψ should be negligible
+    The momentum operator is −i d/dx (ħ = 1) and ⟨p²⟩ = ``∫|ψ′|² dx``; ψ should be negligible
     at both ends of the grid for the result to equal the textbook Δp (Chapter 1).
 
     Example:
@@ -153,7 +153,7 @@ def sech_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) 
 
 
 def triangle_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) -> np.ndarray:
-    """Tent ψ = max(0, 1 − |x−c|/a)·e^{i k₀ x}, with a = √10·``width`` so that Δx = ``width``.
+    """Tent ``ψ = max(0, 1 − |x−c|/a)·e^{i k₀ x}``, with a = √10·``width`` so that Δx = ``width``.
 
     Closed form: Δx² = a²/10, ⟨p²⟩ = 3/a², so Δx·Δp = √(3/10) ≈ 0.5477.
     """
@@ -163,7 +163,7 @@ def triangle_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0
 
 
 def half_sine_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) -> np.ndarray:
-    """Ground state of a box: sin(π(x−c+L/2)/L) on |x−c| ≤ L/2, zero outside.
+    """Ground state of a box: sin(π(x−c+L/2)/L) on ``|x−c| ≤ L/2``, zero outside.
 
     L is chosen so that Δx = ``width``. Closed form: Δx·Δp = √(π²/12 − 1/2) ≈ 0.5679, the same
     number as √2·sin(πx) on [0, 1] in Chapter 4.
@@ -195,7 +195,7 @@ PACKETS: dict[str, Callable[..., np.ndarray]] = {
 
 
 def make_packet(shape: str, x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) -> np.ndarray:
-    """Build the packet named ``shape`` (a key of :data:`PACKETS`) on the grid ``x``."""
+    """Build the packet named ``shape`` (a key of ``PACKETS``) on the grid ``x``."""
     if shape not in PACKETS:
         raise ValueError(f"shape must be one of {sorted(PACKETS)}, got {shape!r}")
     return PACKETS[shape](x, center=center, width=width, k0=k0)
@@ -205,7 +205,7 @@ def momentum_wavefunction(x, psi) -> tuple[np.ndarray, np.ndarray]:
     """Momentum-space wave function φ(p) = (2π)^{-1/2} ∫ ψ(x) e^{−ipx} dx by FFT.
 
     Returns ``(p, phi)`` with p increasing (spacing 2π/(N h)) and φ normalised so that
-    ∫|φ|² dp = ∫|ψ|² dx = 1 (Parseval). ψ must be negligible at the ends of the grid.
+    ``∫|φ|² dp = ∫|ψ|² dx = 1`` (Parseval). ψ must be negligible at the ends of the grid.
     """
     x, h = _as_grid(x)
     psi = _normalised(_as_values(psi, x, "psi"), h, "psi")
@@ -236,7 +236,7 @@ def density_spread(grid, density) -> tuple[float, float]:
 def time_frequency_spreads(t, signal) -> tuple[float, float]:
     """Duration Δt and bandwidth Δν of a signal, with ν the ordinary frequency (cycles per unit t).
 
-    Δt is the spread of |s(t)|², Δν that of |S(ν)|² with S the Fourier transform. Since the
+    Δt is the spread of ``|s(t)|²``, Δν that of ``|S(ν)|²`` with S the Fourier transform. Since the
     angular frequency ω = 2πν plays the role of p, Δt·Δω ≥ 1/2 becomes Δt·Δν ≥ 1/(4π),
     with equality for a Gaussian envelope. The signal must be negligible at both ends.
     """

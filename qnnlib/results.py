@@ -6,7 +6,7 @@ torn one. Large arrays (the Fig. 1 snapshots) go to a side ``NAME.npz`` written 
 
 The JSON holds ``experiment``, ``config`` (every setting), ``provenance`` (SPEC §6: qnnlib version,
 git commit, torch version, device, dataset identity, seed, start/end time, wall seconds) and
-``epochs``, one record per finished epoch (see :data:`EPOCH_KEYS`).
+``epochs``, one record per finished epoch (see ``EPOCH_KEYS``).
 """
 
 from __future__ import annotations

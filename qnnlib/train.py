@@ -1,7 +1,7 @@
 """The training loop and the two accuracies the book reports (SPEC §4).
 
 :func:`train` is plain mini-batch Adam on the mean cross-entropy (no label smoothing, no
-augmentation), with its own :class:`torch.Generator` for shuffling so that, given the same
+augmentation), with its own ``torch.Generator`` for shuffling so that, given the same
 initial weights, a CPU run is repeatable for a seed. A per-epoch callback lets later chapters
 record metrics (test accuracy, robust accuracy, Δx, Δp) without touching the loop.
 :func:`accuracy` and :func:`robust_accuracy` evaluate in eval mode and restore the model's mode.

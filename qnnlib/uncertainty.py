@@ -90,15 +90,23 @@ class Moments:
 
     Attributes
     ----------
-    mean_x, dx : <x_i> and Δx_i
-    mean_p, dp : <p_i> and Δp_i
-    boundary : B_i = 1 + 2∫(x_i − <x_i>) ψ ∂_iψ dX
-    dx_stderr, dp_stderr, boundary_stderr, product_stderr : one standard error of Δx_i, Δp_i,
-        B_i and Δx_iΔp_i (zeros for grid quadrature, whose error is not statistical)
-    ess : effective sample size (Σ q w)² / Σ (q w)² of the weights w = l² (q = quadrature weights)
-    n_samples : number of points the amplitude was evaluated at
-    sampler : "uniform", "sobol" or "grid"
-    dx_replicates, dp_replicates : (K, *input_shape) jackknife replicates of Δx and Δp
+    mean_x, dx
+        <x_i> and Δx_i
+    mean_p, dp
+        <p_i> and Δp_i
+    boundary
+        B_i = 1 + 2∫(x_i − <x_i>) ψ ∂_iψ dX
+    dx_stderr, dp_stderr, boundary_stderr, product_stderr
+        one standard error of Δx_i, Δp_i, B_i and Δx_iΔp_i (zeros for grid quadrature, whose
+        error is not statistical)
+    ess
+        effective sample size (Σ q w)² / Σ (q w)² of the weights w = l² (q = quadrature weights)
+    n_samples
+        number of points the amplitude was evaluated at
+    sampler
+        "uniform", "sobol" or "grid"
+    dx_replicates, dp_replicates
+        ``(K, *input_shape)`` jackknife replicates of Δx and Δp
     """
 
     mean_x: torch.Tensor
@@ -123,12 +131,12 @@ class Moments:
 
     @property
     def lower_bound(self) -> torch.Tensor:
-        """|1 − B_i| / 2 per coordinate: what Δx_iΔp_i can never go below (Chapter 4)."""
+        """The bound ``|1 − B_i| / 2`` per coordinate, below which Δx_iΔp_i can never go (Chapter 4)."""
         return (1.0 - self.boundary).abs() / 2.0
 
     @property
     def meets_bound(self) -> torch.Tensor:
-        """Boolean per coordinate: Δx_iΔp_i ≥ |1 − B_i|/2 up to rounding (relative ``BOUND_RTOL``)."""
+        """True for each coordinate with Δx_iΔp_i ≥ ``|1 − B_i|/2`` up to rounding (relative ``BOUND_RTOL``)."""
         return self.product >= self.lower_bound * (1.0 - BOUND_RTOL) - 1e-15
 
     def aggregate(self, form: str = "paper") -> tuple[float, float]:
@@ -153,7 +161,7 @@ class Moments:
 
         Keys: ``frac_below_half`` (fraction of coordinates with Δx_iΔp_i < 1/2), ``min_product``,
         ``mean_boundary`` (mean of B_i), ``frac_meeting_bound`` (fraction with
-        Δx_iΔp_i ≥ |1 − B_i|/2), ``dx_paper``, ``dp_paper``, ``dx_rss``, ``dp_rss``, ``ess``,
+        Δx_iΔp_i ≥ ``|1 − B_i|/2``), ``dx_paper``, ``dp_paper``, ``dx_rss``, ``dp_rss``, ``ess``,
         ``n_samples``.
         """
         product = self.product.flatten()
@@ -384,19 +392,28 @@ def moments(
 
     Parameters
     ----------
-    amplitude : callable mapping X of shape (B, *input_shape) to a (B,) tensor of unnormalised,
+    amplitude
+        callable mapping X of shape ``(B, *input_shape)`` to a (B,) tensor of unnormalised,
         real, non-negative ψ values, differentiable in X; each output must depend on its own
         input only (put batch norm in eval mode). Gradients come from one backward pass of the
         summed output per batch.
-    input_shape : shape of one input, e.g. (1, 28, 28); M = its number of elements
-    n_samples : N ≥ 2 points in all
-    low, high : the box [low, high] in every coordinate (low < high)
-    sampler : ``"uniform"`` (pseudo-random) or ``"sobol"`` (Owen-scrambled Sobol points,
-        :class:`torch.quasirandom.SobolEngine`, M ≤ 21,201)
-    batch_size : points per forward/backward pass; memory is O(batch_size · M) for any N
-    generator : torch.Generator for the uniform points and the Sobol scrambling seeds
-    n_groups : K groups for the standard errors (default 32, at most N)
-    dtype, device : of the points handed to ``amplitude`` (sums are always float64 on the CPU)
+    input_shape
+        shape of one input, e.g. (1, 28, 28); M = its number of elements
+    n_samples
+        N ≥ 2 points in all
+    low, high
+        the box [low, high] in every coordinate (low < high)
+    sampler
+        ``"uniform"`` (pseudo-random) or ``"sobol"`` (Owen-scrambled Sobol points,
+        ``torch.quasirandom.SobolEngine``, M ≤ 21,201)
+    batch_size
+        points per forward/backward pass; memory is O(batch_size · M) for any N
+    generator
+        torch.Generator for the uniform points and the Sobol scrambling seeds
+    n_groups
+        K groups for the standard errors (default 32, at most N)
+    dtype, device
+        of the points handed to ``amplitude`` (sums are always float64 on the CPU)
 
     Standard errors: the N points are dealt into K groups (point n to group n mod K); every
     quantity is recomputed from the pooled sums with one group left out, and the spread of these
@@ -484,7 +501,7 @@ def _num_classes(model, shape, dtype, device) -> int:
 def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Moments:
     """:func:`moments` of ψ_Y ∝ CE(model(X), Y) for one fixed class ``label`` (SPEC §1, §3).
 
-    ``model`` maps (B, *input_shape) in the box to logits (B, K) and is put in eval mode for the
+    ``model`` maps ``(B, *input_shape)`` in the box to logits (B, K) and is put in eval mode for the
     estimate (its mode is restored; no weight gradients are accumulated). ``label`` is an int in
     0..K−1. Keywords go to :func:`moments` (``n_samples`` is required); points are drawn in the
     model's dtype and moved to its device. Example, MNIST class 8 in pixel space (Chapter 5)::
