@@ -1,6 +1,8 @@
 # The two commands of this project (see README.md):
 #   make book   set up .venv, build the HTML book with executed notebooks into _build/html
-#   make test   set up .venv, run unit tests, nbval on every chapter (fast mode), strict book build
+#   make test   set up .venv, run unit tests, nbval on every chapter (fast mode), strict book build,
+#               then open every page of that build in headless Chromium (browser test)
+#   make student  the student edition: notebooks with solutions replaced by stubs, and their book
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,12 +11,23 @@ STAMP := $(VENV)/.installed
 QNNLIB_DATA ?= $(abspath $(wildcard ../shared/data))
 export QNNLIB_DATA
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
+STUDENT := _build/student
+# The student book is built in fast mode unless asked otherwise (make student STUDENT_FAST=0).
+STUDENT_FAST ?= 1
+# MathJax for the strict build, served from the book itself (the test machines are offline):
+# the npm package, inside .venv so that git and Sphinx ignore it (tools/offline_config.py).
+MATHJAX_VERSION := 3.2.2
+MATHJAX_DIR := $(VENV)/mathjax
+MATHJAX_STAMP := $(MATHJAX_DIR)/.installed-$(MATHJAX_VERSION)
+OFFLINE_CONFIG := _build/offline_config.yml
+HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test unit nbval strict-book clean help
+.PHONY: book test unit nbval strict-book browser-test student clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
-	@echo "make test   unit tests + nbval (fast mode) + strict book build"
+	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test"
+	@echo "make student  student notebooks (solutions as stubs) in $(STUDENT)/book, their book in $(STUDENT)/html"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,18 +41,51 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-test: unit nbval strict-book
+test: unit nbval strict-book browser-test
 	@echo "make test: all checks passed"
 
 unit: $(STAMP)
-	QNNLIB_FAST=1 $(BIN)/python -m pytest -q tests
+	QNNLIB_FAST=1 $(BIN)/python -m pytest -q tests --ignore=tests/browser
 
 nbval: $(STAMP)
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
 
+$(MATHJAX_STAMP):
+	npm install --prefix $(MATHJAX_DIR) --no-save --no-package-lock --no-audit --no-fund \
+		--loglevel=error mathjax@$(MATHJAX_VERSION)
+	touch $@
+
+# With npm, the strict build loads MathJax from _static/mathjax/ (through a copy of _config.yml
+# made by tools/offline_config.py); without npm, from the CDN like `make book`.
+ifneq ($(HAVE_NPM),)
+strict-book: $(STAMP) $(MATHJAX_STAMP)
+	$(BIN)/python tools/offline_config.py $(MATHJAX_DIR)/node_modules $(OFFLINE_CONFIG)
+	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --config $(OFFLINE_CONFIG) -W -n --keep-going
+	@echo "Strict build passed: file://$(CURDIR)/_build/html/index.html"
+else
 strict-book: $(STAMP)
+	@echo "npm not found: this build loads MathJax from its CDN, which the browser test blocks"
+	@echo "(its math checks will fail); install npm to serve MathJax from the book instead."
 	QNNLIB_FAST=1 $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "Strict build passed: file://$(CURDIR)/_build/html/index.html"
+endif
+
+# Opens every page of the strict build's _build/html in headless Chromium (skips without
+# /usr/bin/chromium and /usr/bin/chromedriver); screenshots go to _build/screenshots/.
+# To re-check an existing build without rebuilding: .venv/bin/python -m pytest tests/browser
+browser-test: $(STAMP) strict-book
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+	@echo "Browser test passed: screenshots in $(CURDIR)/_build/screenshots/"
+
+# tools/student_edition.py writes a copy of the book source with every solution removed (code
+# solutions become `raise NotImplementedError("Exercise ...")` stubs) into $(STUDENT).
+student: $(STAMP)
+	rm -rf $(STUDENT)
+	$(BIN)/python tools/student_edition.py $(STUDENT)
+	QNNLIB_FAST=$(STUDENT_FAST) $(BIN)/jupyter-book build $(STUDENT) --keep-going
+	mv $(STUDENT)/_build/html $(STUDENT)/html
+	@echo "Student notebooks: $(CURDIR)/$(STUDENT)/book"
+	@echo "Student book (solutions hidden): file://$(CURDIR)/$(STUDENT)/html/index.html"
 
 clean:
 	rm -rf _build
