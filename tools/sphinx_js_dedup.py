@@ -8,13 +8,8 @@ declares ``const THEBE_JS_URL``, so its second copy throws "Identifier 'THEBE_JS
 already been declared" in the console of every page (sphinx-togglebutton's duplicate is
 harmless). This extension drops the duplicates while each page is rendered.
 
-Not loaded by default. To use it, add to ``_config.yml``::
-
-    sphinx:
-      local_extensions:
-        sphinx_js_dedup: tools/
-
-after which ``tests/browser/test_browser.py`` no longer needs its ``ALLOWED_CONSOLE`` entry.
+Loaded by ``_config.yml`` (``sphinx: local_extensions: sphinx_js_dedup: tools/``); the browser
+test (``tests/browser/test_browser.py``) fails if the error comes back.
 """
 
 from __future__ import annotations

@@ -86,15 +86,6 @@ ALLOWED_CONSOLE = {
     # default_mode empty, so its script logs this, picks "auto" and stores it; later pages are
     # quiet. (The theme option default_mode: auto would silence it.)
     r"Got invalid theme mode: \. Resetting to auto\.": "theme mode on a first visit",
-    # Sphinx 7.4 (the last Sphinx that jupyter-book 1 accepts) writes inline scripts added
-    # by app.add_js_file(None, body=...) after the builder starts twice (None != '' filename;
-    # fixed in Sphinx 8.2, sphinx-doc/sphinx#13402). sphinx-thebe's one declares a `const`, so
-    # the second copy throws. The first copy works, and this book does not use Thebe (its
-    # launch buttons go to Colab). tools/sphinx_js_dedup.py removes the duplicates when
-    # _config.yml loads it; this entry then no longer matches anything.
-    r"Uncaught SyntaxError: Identifier 'THEBE_JS_URL' has already been declared": (
-        "duplicated sphinx-thebe script (Sphinx 7.4 bug)"
-    ),
 }
 
 
