@@ -36,6 +36,10 @@ def offline_config(node_modules: Path) -> dict:
             raise ValueError(f"_config.yml already sets sphinx.config.{key}; merge it here")
     sphinx_config["html_static_path"] = [node_modules.as_posix()]
     sphinx_config["mathjax_path"] = MATHJAX_ENTRY  # relative to _static/ of the output
+    # Jupyter Book resolves local extension folders relative to the config file, which moves.
+    local = config["sphinx"].get("local_extensions") or {}
+    for name, folder in local.items():
+        local[name] = (ROOT / folder).resolve().as_posix()
     return config
 
 
