@@ -37,8 +37,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# --all: make test builds fast-mode pages into the same _build/html; never reuse them here.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --keep-going
+	$(BIN)/jupyter-book build . --all --keep-going
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 test: unit nbval strict-book browser-test
@@ -60,13 +61,14 @@ $(MATHJAX_STAMP):
 ifneq ($(HAVE_NPM),)
 strict-book: $(STAMP) $(MATHJAX_STAMP)
 	$(BIN)/python tools/offline_config.py $(MATHJAX_DIR)/node_modules $(OFFLINE_CONFIG)
-	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --config $(OFFLINE_CONFIG) -W -n --keep-going
+	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --config $(OFFLINE_CONFIG) -W -n --keep-going
 	@echo "Strict build passed: file://$(CURDIR)/_build/html/index.html"
 else
-strict-book: $(STAMP)
+strict-# --all: make test builds fast-mode pages into the same _build/html; never reuse them here.
+book: $(STAMP)
 	@echo "npm not found: this build loads MathJax from its CDN, which the browser test blocks"
 	@echo "(its math checks will fail); install npm to serve MathJax from the book instead."
-	QNNLIB_FAST=1 $(BIN)/jupyter-book build . -W -n --keep-going
+	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all -W -n --keep-going
 	@echo "Strict build passed: file://$(CURDIR)/_build/html/index.html"
 endif
 
@@ -82,7 +84,7 @@ browser-test: $(STAMP) strict-book
 student: $(STAMP)
 	rm -rf $(STUDENT)
 	$(BIN)/python tools/student_edition.py $(STUDENT)
-	QNNLIB_FAST=$(STUDENT_FAST) $(BIN)/jupyter-book build $(STUDENT) --keep-going
+	QNNLIB_FAST=$(STUDENT_FAST) $(BIN)/jupyter-book build $(STUDENT) --all --keep-going
 	mv $(STUDENT)/_build/html $(STUDENT)/html
 	@echo "Student notebooks: $(CURDIR)/$(STUDENT)/book"
 	@echo "Student book (solutions hidden): file://$(CURDIR)/$(STUDENT)/html/index.html"
