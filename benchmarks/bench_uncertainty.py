@@ -6,8 +6,8 @@ The integrand is the neural wave function of class 8 of an MnistCNN3 in pixel sp
 briefly trained on real MNIST digits when the data is present (random weights otherwise; the
 speed does not depend on the weights). Three ways to get the SPEC §3 sums over N uniform points:
 
-1. ``neural_moments`` (qnnlib): batches of 4,096 points, one forward and one backward pass of the
-   summed loss per batch, float64 sums as matrix–vector products, 32 groups for the error bars;
+1. ``neural_moments`` (qnnlib): batches of its default size (256 points for M = 784 on a CPU), one
+   forward and one backward pass of the summed loss per batch, float64 sums as matrix–vector products, 32 groups for the error bars;
 2. the naive reference written out below: for each point a forward pass, a backward pass for its
    own gradient, and the sums accumulated in Python floats (float64), coordinate by coordinate;
 3. the network alone: the same batched forward + backward without any sums, the ceiling for (1).
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from qnnlib.models import MnistCNN3
-from qnnlib.uncertainty import neural_moments
+from qnnlib.uncertainty import default_batch_size, neural_moments
 
 LABEL = 8
 SHAPE = (1, 28, 28)
@@ -88,8 +88,9 @@ def naive_moments(model, x, label=LABEL):
     return mean_x, dx, mean_p, dp, boundary
 
 
-def network_only(model, n, batch_size=4096):
+def network_only(model, n):
     """The batched forward + backward of (1) alone, without drawing points or summing: its ceiling."""
+    batch_size = default_batch_size(784)
     x = torch.rand(batch_size, *SHAPE).contiguous(memory_format=torch.channels_last)
     target = torch.full((batch_size,), LABEL)
     start = time.perf_counter()
@@ -103,9 +104,9 @@ def network_only(model, n, batch_size=4096):
 def compare(model, n, seed=1):
     """Run both on the same n points: max |naive − qnnlib| / stderr per quantity, and aggregates."""
     # moments() draws its uniform points as torch.rand(batch, M, generator) in batches; with one
-    # batch (n ≤ 4096) the same seed gives exactly these points.
+    # batch of n points the same seed gives exactly these points.
     x = torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
-    ours = neural_moments(model, LABEL, SHAPE, n_samples=n, generator=torch.Generator().manual_seed(seed))
+    ours = neural_moments(model, LABEL, SHAPE, n_samples=n, batch_size=n, generator=torch.Generator().manual_seed(seed))
     naive = [torch.tensor(v, dtype=torch.float64) for v in naive_moments(model, x)]
     rows = {}
     for name, value, stderr in (("mean_x", naive[0], None), ("dx", naive[1], ours.dx_stderr),
@@ -157,7 +158,7 @@ def main():
           f"runs: {', '.join(f'{v:,.0f}' for v in ours_rate)})")
     print(f"naive one-at-a-time loop: {naive:,.0f} samples/s (median of {args.repeats} runs of "
           f"{args.naive_samples:,} points; runs: {', '.join(f'{v:,.0f}' for v in naive_rate)})")
-    print(f"network forward + backward alone (batches of 4,096, no sums): {ceiling:,.0f} samples/s")
+    print(f"network forward + backward alone (batches of {default_batch_size(784)}, no sums): {ceiling:,.0f} samples/s")
     print(f"speed ratio qnnlib/naive: {ours / naive:.1f}x")
 
 

@@ -32,6 +32,28 @@ class TrainHistory:
     seconds: tuple = field(default_factory=tuple)
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Image batches (N, C, H, W) in channels-last memory layout, anything else unchanged.
+
+    oneDNN's CPU convolutions are markedly faster on channels-last tensors (ResNet8 training
+    1.5×, PGD 1.3× on two cores, measured in ``benchmarks/bench_epoch.py``); the values are the
+    same in either layout.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def eval_batch_size(device, *, attack: bool) -> int:
+    """Default batch for evaluation: small on a CPU, where large batches fall out of cache.
+
+    Measured on two CPU cores (CifarCNN4): a forward pass over 10,000 images takes 2.3 s in
+    batches of 128 but 7.2 s in batches of 1,000; PGD is fastest in batches of 64. GPUs want
+    large batches.
+    """
+    if torch.device(device).type == "cpu":
+        return 64 if attack else 128
+    return 500 if attack else 1000
+
+
 def _tensors(data):
     """Accept a :class:`qnnlib.data.Dataset` or an ``(x, y)`` pair; return x, y, identity."""
     if hasattr(data, "x") and hasattr(data, "y"):
@@ -70,6 +92,8 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data: x has {x.shape[0]} samples but y has {y.shape[0]}")
     model.to(device)
+    if x.ndim == 4:
+        model.to(memory_format=torch.channels_last)  # same weights; faster convolutions
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses, accs, times = [], [], []
@@ -129,6 +153,7 @@ def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_siz
         xb, yb = x[index].to(device), y[index].to(device)
         if augment:
             xb = augment_batch(xb, generator)
+        xb = channels_last(xb)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
@@ -146,8 +171,13 @@ def _device_of(model):
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
-    """Fraction of samples whose arg-max logit equals the label; eval mode, mode restored."""
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None) -> float:
+    """Fraction of samples whose arg-max logit equals the label; eval mode, mode restored.
+
+    ``batch_size`` None: :func:`eval_batch_size` for the model's device.
+    """
+    if batch_size is None:
+        batch_size = eval_batch_size(_device_of(model), attack=False)
     return robust_accuracy(model, x, y, _unchanged, batch_size=batch_size)
 
 
@@ -155,22 +185,27 @@ def _unchanged(model, x, y):
     return x
 
 
-def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack, *, batch_size: int = 500) -> float:
+def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack, *, batch_size: int | None = None) -> float:
     """Accuracy on attacked inputs: ``attack(model, x_batch, y_batch) -> x_adv`` per batch.
 
     ``attack`` is any callable with that signature, e.g.
     ``functools.partial(qnnlib.attacks.pgd, eps=0.1, alpha=0.025, steps=4)``. The model is in eval
     mode both while attacked and while classifying; its mode is restored afterwards.
+    ``batch_size`` None: :func:`eval_batch_size` for the model's device (64 on a CPU).
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
     was_training = model.training
     device = _device_of(model)
+    if batch_size is None:
+        batch_size = eval_batch_size(device, attack=True)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     model.eval()
     correct = 0
     try:
         for first in range(0, x.shape[0], batch_size):
-            xb = x[first:first + batch_size].to(device)
+            xb = channels_last(x[first:first + batch_size].to(device))
             yb = y[first:first + batch_size].to(device)
             x_adv = attack(model, xb, yb)
             with torch.no_grad():
