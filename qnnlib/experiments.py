@@ -490,6 +490,8 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
         record["provenance"]["finished"] = results.now() if epoch == config.epochs else None
         results.write_json(json_path, record)
         results.save_checkpoint(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        if epoch == config.epochs:
+            export_weights(ckpt_path)
         if progress:
             e = record["epochs"][-1]
             print(f"epoch {epoch}: loss {e['train_loss']:.4f} test {e['test_acc']:.4f} robust {e['robust_acc']:.4f} "
@@ -543,6 +545,58 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
             return recorded
     # Absent or unfinished: run, or resume, the recorded run.
     return _recorded(run(name, device=device, out=RESULTS_DIR, progress=progress))
+
+
+def weights_path(results_json: Path | str) -> Path:
+    """``NAME.weights.pt`` beside ``NAME.json``: the final network's weights (kept in git, small)."""
+    path = Path(results_json)
+    return path.with_name(path.stem + ".weights.pt")
+
+
+def export_weights(ckpt_path: Path | str) -> Path:
+    """Write the model weights of a checkpoint (without the optimizer state) beside it, atomically."""
+    ckpt_path = Path(ckpt_path)
+    state = results.load_checkpoint(ckpt_path)
+    weights = {k: v.contiguous() for k, v in state["model"].items()}
+    out = weights_path(ckpt_path.with_name(ckpt_path.name.removesuffix(".ckpt.pt") + ".json"))
+    results._atomic_write(out, lambda f: torch.save({"epoch": int(state["epoch"]), "model": weights}, f))
+    return out
+
+
+def final_model(run: RecordedRun) -> nn.Module:
+    """The trained network of a recorded run, in eval mode (from ``NAME.weights.pt``, else the checkpoint).
+
+    Raises ``FileNotFoundError`` naming both files when neither is there.
+    """
+    config = run.record["config"]
+    cls = MODELS[config["model"]]
+    model = cls(width=config["width"]) if config.get("width") else cls()
+    weights = weights_path(run.path)
+    ckpt = run.path.with_name(run.path.stem + ".ckpt.pt")
+    source = weights if weights.exists() else ckpt
+    if not source.exists():
+        raise FileNotFoundError(f"no weights for {run.path.name}: expected {weights} or {ckpt}")
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def recorded(name: str, *, finished: bool = True) -> RecordedRun:
+    """The recorded run ``book/results/NAME.json`` as it is, never running anything.
+
+    For pages that only read results (Chapter 9, the reproduction appendix). Raises
+    ``FileNotFoundError`` if the file is absent and, with ``finished``, ``ResultsError`` if the
+    run has not finished (no final evaluation yet).
+    """
+    if name not in CONFIGS:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(CONFIGS)}")
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: record it with `python -m qnnlib run {name} --out {RESULTS_DIR}`")
+    run = _recorded(path)
+    if finished and "final" not in run.record:
+        raise results.ResultsError(f"{path} is unfinished ({len(run.record['epochs'])} epochs so far)")
+    return run
 
 
 def load_snapshots(results_json: Path | str) -> dict:

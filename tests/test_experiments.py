@@ -223,3 +223,33 @@ def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):
     assert recorded.record["provenance"]["dataset"]["identity"] == "MNIST (official)"
     assert list(recorded.epochs) == [1, 2] and recorded.series("test_acc")[-1] > 0.6
     assert recorded.series("dp", "pixel").shape == (2,) and "epoch1_embedding" in recorded.snapshots
+
+
+def test_final_weights_reproduce_the_recorded_final_accuracy(synthetic, tmp_path):
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
+    weights = experiments.weights_path(path)
+    assert weights.exists() and weights.name == "mnist-cnn3.weights.pt"
+    recorded = experiments._recorded(path)
+    (tmp_path / "mnist-cnn3.ckpt.pt").unlink()  # the weights file alone must be enough
+    model = experiments.final_model(recorded)
+    assert not model.training
+    _, test = namespace["datasets"](experiments.make_config("mnist-cnn3", **TINY))
+    from qnnlib.train import accuracy
+    assert accuracy(model, test.x, test.y) == pytest.approx(recorded.series("test_acc")[-1], abs=1e-12)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="mnist-cnn3.weights.pt"):
+        experiments.final_model(recorded)
+
+
+@pytest.mark.parametrize("name", sorted(experiments.CONFIGS))
+def test_recorded_results_match_their_config_and_weights(name):
+    path = experiments.RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not recorded yet")
+    record = results.read_results(path)
+    if "final" not in record:
+        pytest.skip(f"{path.name} is still being recorded")
+    assert record["config"] == experiments.make_config(name).as_dict()
+    assert len(record["epochs"]) == record["config"]["epochs"] and record["provenance"]["finished"]
+    model = experiments.final_model(experiments._recorded(path))
+    assert sum(p.numel() for p in model.parameters()) > 0
