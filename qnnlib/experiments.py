@@ -345,15 +345,17 @@ def measure_epoch(model, train_set, test, config: ExperimentConfig, epoch: int) 
 
 
 def strong_robust_accuracy(model, x, y, *, eps: float, steps: int, restarts: int, generator,
-                           clamp=(0.0, 1.0), batch_size: int = 500) -> float:
+                           clamp=(0.0, 1.0), batch_size: int | None = None) -> float:
     """Accuracy under PGD-``steps`` (α = 2.5·ε/steps) with ``restarts`` random starts: a sample
     counts as robust only if no restart fools the model (the worst case per sample)."""
     if eps == 0:
         return train.accuracy(model, x, y)
     device = next(model.parameters()).device
+    batch_size = batch_size or train.eval_batch_size(device, attack=True)
     correct = 0
     for first in range(0, len(x), batch_size):
-        xb, yb = x[first:first + batch_size].to(device), y[first:first + batch_size].to(device)
+        xb = train.channels_last(x[first:first + batch_size].to(device))
+        yb = y[first:first + batch_size].to(device)
         survived = torch.ones(len(xb), dtype=torch.bool, device=device)
         for _ in range(restarts):
             adv = attacks.pgd(model, xb, yb, eps=eps, alpha=2.5 * eps / steps, steps=steps,
@@ -447,6 +449,13 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
         # The JSON may be one epoch ahead of the checkpoint if a kill fell between the two writes;
         # that epoch is recomputed (identically, since its random streams are seeded).
         record["epochs"] = record["epochs"][: start_epoch - 1]
+        if start_epoch <= config.epochs:
+            # A run may be finished over several sessions (or machines): each resumption is recorded.
+            here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
+            record["provenance"].setdefault("resumed", []).append({
+                "epoch": start_epoch, "at": here["started"], "git_commit": here["git_commit"],
+                "device": here["device"], "torch_version": here["torch_version"],
+            })
         if npz_path.exists():
             with np.load(npz_path) as data:
                 snapshots = {k: data[k] for k in data.files if int(k.split("_")[0][5:]) < start_epoch}

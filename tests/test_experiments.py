@@ -141,7 +141,8 @@ def test_run_killed_mid_epoch_resumes_to_identical_results(synthetic, tmp_path):
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert len(results.read_results(path)["epochs"]) < 3  # it really was interrupted
+    done = len(results.read_results(path)["epochs"])
+    assert done < 3  # it really was interrupted
     torch.set_num_threads(1)  # the same arithmetic as the killed process
     try:
         resumed = results.read_results(experiments.run("mnist-cnn3", out=killed, progress=False, **TINY))
@@ -149,6 +150,12 @@ def test_run_killed_mid_epoch_resumes_to_identical_results(synthetic, tmp_path):
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
     assert _comparable(resumed) == _comparable(uninterrupted)
+    # The provenance says where the run was resumed; an uninterrupted run has no such entry.
+    (resumption,) = resumed["provenance"]["resumed"]
+    # From the checkpoint: the epoch after the last one on disk (or that one, if the kill fell
+    # between writing the JSON and the checkpoint).
+    assert resumption["epoch"] in (done, done + 1)
+    assert resumption["git_commit"] == resumed["provenance"]["git_commit"] and "resumed" not in uninterrupted["provenance"]
     assert experiments.load_snapshots(killed / "mnist-cnn3.json").keys() == experiments.load_snapshots(
         clean / "mnist-cnn3.json").keys()
 
