@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Offline machines read the datasets from the shared folder beside the checkout, if present.
 QNNLIB_DATA ?= $(abspath $(wildcard ../shared/data))
 export QNNLIB_DATA
-NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb)) $(wildcard book/reproduce.ipynb)
 STUDENT := _build/student
 # The student book is built in fast mode unless asked otherwise (make student STUDENT_FAST=0).
 STUDENT_FAST ?= 1
@@ -64,8 +64,7 @@ strict-book: $(STAMP) $(MATHJAX_STAMP)
 	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --config $(OFFLINE_CONFIG) -W -n --keep-going
 	@echo "Strict build passed: file://$(CURDIR)/_build/html/index.html"
 else
-strict-# --all: make test builds fast-mode pages into the same _build/html; never reuse them here.
-book: $(STAMP)
+strict-book: $(STAMP)
 	@echo "npm not found: this build loads MathJax from its CDN, which the browser test blocks"
 	@echo "(its math checks will fail); install npm to serve MathJax from the book instead."
 	QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all -W -n --keep-going
