@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
+import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -535,6 +538,43 @@ def _recorded(path: Path) -> RecordedRun:
     return RecordedRun(record, load_snapshots(path) if npz.exists() else {}, path)
 
 
+RESULTS_URL_ENV = "QNNLIB_RESULTS_URL"
+RECORDED_SUFFIXES = (".json", ".npz", ".weights.pt")
+
+
+def _recorded_path(name: str) -> Path:
+    """Where the recorded run ``name`` is: ``book/results/`` of a repository checkout, else a
+    downloaded copy.
+
+    A pip-installed qnnlib (Colab) has no ``book/results/``; the chapters' install cell then sets
+    ``QNNLIB_RESULTS_URL`` to the repository's ``book/results`` folder (raw files), and the
+    recorded files are fetched once into ``~/.cache/qnnlib/results``. Without the variable, or if
+    the download fails, the local path is returned (absent: the caller runs or reports).
+    """
+    local = RESULTS_DIR / f"{name}.json"
+    base = os.environ.get(RESULTS_URL_ENV)
+    if local.exists() or not base:
+        return local
+    from .data import cache_dir
+
+    folder = cache_dir() / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in RECORDED_SUFFIXES:
+        target = folder / f"{name}{suffix}"
+        if target.exists():
+            continue
+        try:
+            with urllib.request.urlopen(f"{base.rstrip('/')}/{name}{suffix}", timeout=60) as response:
+                data = response.read()
+        except (OSError, ValueError) as error:
+            if suffix == ".json":
+                warnings.warn(f"could not download the recorded run {name} from {base} ({error})", stacklevel=3)
+                return local
+            continue  # snapshots or weights missing upstream: the record alone is still usable
+        results._atomic_write(target, lambda handle, data=data: handle.write(data))
+    return folder / f"{name}.json"
+
+
 def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) -> RecordedRun:
     """Results for the book: the recorded run in full mode (run if absent or made with another
     config), a tiny real run of the fast config in fast mode."""
@@ -544,7 +584,7 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
         out = Path(tempfile.mkdtemp(prefix="qnnlib-fast-"))
         return _recorded(run(name, fast=True, device=device, out=out, resume=False, progress=progress))
     config = make_config(name)
-    path = RESULTS_DIR / f"{name}.json"
+    path = _recorded_path(name)
     if path.exists():
         recorded = _recorded(path)
         if recorded.record["config"] != config.as_dict():
@@ -552,8 +592,9 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
             return _recorded(run(name, device=device, out=RUNS_DIR, progress=progress))
         if "final" in recorded.record:
             return recorded
-    # Absent or unfinished: run, or resume, the recorded run.
-    return _recorded(run(name, device=device, out=RESULTS_DIR, progress=progress))
+    # Absent or unfinished: run, or resume, the recorded run (in a checkout: book/results/).
+    out = RESULTS_DIR if RESULTS_DIR.parent.is_dir() else RUNS_DIR
+    return _recorded(run(name, device=device, out=out, progress=progress))
 
 
 def weights_path(results_json: Path | str) -> Path:
@@ -599,9 +640,10 @@ def recorded(name: str, *, finished: bool = True) -> RecordedRun:
     """
     if name not in CONFIGS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(CONFIGS)}")
-    path = RESULTS_DIR / f"{name}.json"
+    path = _recorded_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: record it with `python -m qnnlib run {name} --out {RESULTS_DIR}`")
+        raise FileNotFoundError(f"{path} not found: record it with `python -m qnnlib run {name} --out {RESULTS_DIR}`"
+                                f" (or set {RESULTS_URL_ENV} to a folder URL holding the recorded files)")
     run = _recorded(path)
     if finished and "final" not in run.record:
         raise results.ResultsError(f"{path} is unfinished ({len(run.record['epochs'])} epochs so far)")

@@ -260,3 +260,27 @@ def test_recorded_results_match_their_config_and_weights(name):
     assert len(record["epochs"]) == record["config"]["epochs"] and record["provenance"]["finished"]
     model = experiments.final_model(experiments._recorded(path))
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(tmp_path, monkeypatch):
+    # What Colab sees: no book/results/ beside the installed package, QNNLIB_RESULTS_URL set by the
+    # chapters' install cell. A file:// URL stands in for the repository's raw files.
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    for suffix in experiments.RECORDED_SUFFIXES:
+        source = experiments.RESULTS_DIR / f"mnist-cnn3{suffix}"
+        if not source.exists():
+            pytest.skip(f"{source.name} is not recorded")
+        (upstream / source.name).write_bytes(source.read_bytes())
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "site-packages" / "book" / "results")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(experiments.RESULTS_URL_ENV, upstream.as_uri())
+    run = experiments.recorded("mnist-cnn3")
+    assert run.path == tmp_path / "cache" / "qnnlib" / "results" / "mnist-cnn3.json"
+    assert run.record == results.read_results(upstream / "mnist-cnn3.json") and run.snapshots
+    assert isinstance(experiments.final_model(run), torch.nn.Module)
+    assert experiments.load_or_run("mnist-cnn3", fast=False).path == run.path  # no training
+    # Nothing upstream: a warning, then the usual clear error.
+    monkeypatch.setenv(experiments.RESULTS_URL_ENV, (tmp_path / "nowhere").as_uri())
+    with pytest.warns(UserWarning, match="could not download"), pytest.raises(FileNotFoundError, match="QNNLIB_RESULTS_URL"):
+        experiments.recorded("cifar-cnn4")

@@ -73,6 +73,8 @@ def test_notebook_starts_with_title_badge_and_install_cell(path):
     assert "hide-output" in install["metadata"].get("tags", [])
     assert "import qnnlib" in code and "except ImportError" in code
     assert f"git+{URL}@{BRANCH}" in code
+    raw = f"https://raw.githubusercontent.com/{github}/{BRANCH}/book/results"
+    assert f'os.environ.setdefault("QNNLIB_RESULTS_URL", "{raw}")' in code, "Colab reads the recorded runs"
     pip_lines = [line for line in code.splitlines() if "pip" in line]
     assert pip_lines and all("torch" not in line for line in pip_lines), "never (re)install torch/torchvision"
 
@@ -96,3 +98,40 @@ def test_experiment_chapters_request_a_gpu_in_colab(path):
     wants_gpu = path.name.startswith(GPU_PREFIXES)
     assert (metadata.get("accelerator") == "GPU") == wants_gpu
     assert metadata["kernelspec"]["name"] == "python3"
+
+
+_OPENING = re.compile(r"^ {0,3}(`{3,}|:{3,})\{(exercise|solution)\}")
+_OPTION = re.compile(r"^:([\w-]+):\s*(.*)$")
+
+
+def _exercise_directives(nb):
+    """(exercises, solutions, solutions shown in a dropdown) over the markdown cells of a notebook."""
+    exercises = solutions = dropdowns = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        lines = _source(cell).splitlines()
+        for n, line in enumerate(lines):
+            match = _OPENING.match(line)
+            if not match:
+                continue
+            if match[2] == "exercise":
+                exercises += 1
+                continue
+            solutions += 1
+            options = {}
+            for option in lines[n + 1:]:
+                found = _OPTION.match(option.strip())
+                if not found:
+                    break
+                options[found[1]] = found[2].split()
+            dropdowns += "dropdown" in options.get("class", [])
+    return exercises, solutions, dropdowns
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_has_three_exercises_each_with_a_dropdown_solution(path):
+    exercises, solutions, dropdowns = _exercise_directives(_load(path))
+    assert exercises >= 3, f"{path.name}: {exercises} {{exercise}} directives, at least 3 expected"
+    assert solutions == exercises, f"{path.name}: {exercises} exercises but {solutions} solutions"
+    assert dropdowns == solutions, f"{path.name}: {solutions - dropdowns} solution(s) without :class: dropdown"

@@ -42,14 +42,22 @@ def badge_source(url: str, branch: str, notebook: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
 
 
+def results_url(url: str, branch: str) -> str:
+    """The raw-file URL of the repository's ``book/results`` folder (GitHub)."""
+    return f"https://raw.githubusercontent.com/{url.removeprefix('https://github.com/')}/{branch}/book/results"
+
+
 def install_source(url: str, branch: str) -> str:
     return (
         "# Colab (or any machine without qnnlib): install it from the book's repository.\n"
         "# Its requirements are lower bounds only, so Colab's torch and torchvision stay untouched.\n"
+        "# The recorded runs are then read from the repository instead of being recomputed.\n"
         "try:\n"
         "    import qnnlib\n"
         "except ImportError:\n"
         f'    %pip install --quiet "qnnlib @ git+{url}@{branch}"\n'
+        "    import os\n"
+        f'    os.environ.setdefault("QNNLIB_RESULTS_URL", "{results_url(url, branch)}")\n'
         "    import qnnlib"
     )
 
