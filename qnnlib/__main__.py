@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     run.add_argument("--out", default=None, help="folder for results (default: runs/)")
     run.add_argument("--no-resume", action="store_true", help="start again even if results exist")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    redo = commands.add_parser("redo-final", help="recompute a finished run's final evaluation from its weights")
+    redo.add_argument("file")
+    redo.add_argument("--device", default=None, help="cpu, cuda, cuda:0 … (default: cuda if available)")
     show = commands.add_parser("show", help="summarise a results file")
     show.add_argument("file")
     args = parser.parse_args(argv)
@@ -51,6 +54,8 @@ def main(argv=None) -> int:
                 resume=not args.no_resume, **overrides,
             )
             print(f"results: {path}")
+        elif args.command == "redo-final":
+            print(f"results: {experiments.redo_final(args.file, device=args.device)}")
         else:
             print(experiments.show(args.file))
     except (ValueError, FileNotFoundError, ResultsError) as error:

@@ -272,13 +272,25 @@ def space_summary(net: nn.Module, input_shape: tuple, config: ExperimentConfig, 
     return mean
 
 
+def evaluation_subset(total: int, n: int, config: ExperimentConfig) -> torch.Tensor:
+    """The ``n`` test images of the snapshots and the final evaluation: a seeded random subset.
+
+    Not the first ``n``: a test set stored class by class (the CIFAR-10 JPEG copy, and any
+    ``subset`` of it) would give only the first classes. The same seed gives the same images in
+    every run and on resumption.
+    """
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 99_991)
+    return torch.randperm(total, generator=generator)[:n].sort().values
+
+
 def _snapshot(model, test, config: ExperimentConfig, epoch: int) -> dict:
     """t-SNE of clean and PGD-attacked test features, embedded together (Fig. 1)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     n = min(config.snapshot_size or len(test), len(test))
-    x, y = test.x[:n], test.y[:n]
+    index = evaluation_subset(len(test), n, config)
+    x, y = test.x[index], test.y[index]
     attack = functools.partial(
         attacks.pgd, eps=config.snapshot_eps, alpha=config.snapshot_alpha, steps=config.snapshot_steps,
         generator=_generator(config, epoch, 7),
@@ -372,7 +384,8 @@ def strong_robust_accuracy(model, x, y, *, eps: float, steps: int, restarts: int
 def final_evaluation(model, train_set, test, config: ExperimentConfig) -> dict:
     """The final model under the stronger attack over the ε sweep, in pixel and feature space."""
     n = min(config.final_size or len(test), len(test))
-    x, y = test.x[:n], test.y[:n]
+    index = evaluation_subset(len(test), n, config)
+    x, y = test.x[index], test.y[index]
     was_training = model.training
     model.eval()
     try:
@@ -388,7 +401,42 @@ def final_evaluation(model, train_set, test, config: ExperimentConfig) -> dict:
     finally:
         model.train(was_training)
     return {"attack": f"PGD-{config.strong_steps}, alpha = 2.5 eps/steps, {config.strong_restarts} restarts",
-            "n_test": n, "sweep": sweep}
+            "n_test": n, "test_subset": "seeded random subset (evaluation_subset)",
+            "classes": int(torch.unique(y).numel()), "sweep": sweep}
+
+
+def config_of(record: dict) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` stored in a results record."""
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v
+              for k, v in record["config"].items() if k in fields}
+    return ExperimentConfig(**values)
+
+
+def redo_final(results_json: Path | str, *, device=None) -> Path:
+    """Recompute the final evaluation of a finished run from its final weights, with this qnnlib.
+
+    For records made before the final evaluation used :func:`evaluation_subset` (their sweep
+    used the first test images; on a class-sorted test set, only the first classes). The per-epoch
+    record is untouched; ``provenance.final_redone`` says when and with which commit.
+    """
+    path = Path(results_json)
+    record = results.read_results(path)
+    config = config_of(record)
+    if len(record["epochs"]) != config.epochs:
+        raise results.ResultsError(f"{path} is unfinished ({len(record['epochs'])} of {config.epochs} epochs)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = final_model(_recorded(path)).to(device)
+    train_set, test = _datasets(config)
+    clock = time.perf_counter()
+    final = final_evaluation(model, train_set, test, config)
+    final["seconds"] = time.perf_counter() - clock
+    record["final"] = final
+    here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
+    record["provenance"]["final_redone"] = {"at": here["started"], "git_commit": here["git_commit"],
+                                            "device": here["device"], "seconds": final["seconds"]}
+    results.write_json(path, record)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,3 +284,29 @@ def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(t
     monkeypatch.setenv(experiments.RESULTS_URL_ENV, (tmp_path / "nowhere").as_uri())
     with pytest.warns(UserWarning, match="could not download"), pytest.raises(FileNotFoundError, match="QNNLIB_RESULTS_URL"):
         experiments.recorded("cifar-cnn4")
+
+
+def test_final_evaluation_uses_a_seeded_subset_of_all_classes(synthetic, tmp_path):
+    config = experiments.make_config("cifar-cnn4")
+    index = experiments.evaluation_subset(10_000, 2_000, config)
+    assert torch.equal(index, experiments.evaluation_subset(10_000, 2_000, config))  # repeatable
+    assert len(torch.unique(index)) == 2_000 and int(index.max()) > 9_000
+    # A class-sorted test set (the CIFAR-10 JPEG copy): every class is represented, about equally.
+    labels = torch.arange(10).repeat_interleave(1_000)
+    counts = torch.bincount(labels[index], minlength=10)
+    assert counts.min() > 150 and counts.max() < 250, counts
+
+
+def test_redo_final_recomputes_only_the_final_evaluation(synthetic, tmp_path):
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
+    before = results.read_results(path)
+    record = results.read_results(experiments.redo_final(path))
+    assert record["epochs"] == before["epochs"] and record["config"] == before["config"]
+    assert record["final"]["sweep"] == before["final"]["sweep"]  # same weights, same subset, same seeds
+    assert record["provenance"]["final_redone"]["git_commit"] == before["provenance"]["git_commit"]
+    unfinished = experiments.run("mnist-cnn3", out=tmp_path / "short", progress=False, **dict(TINY, epochs=1))
+    record = results.read_results(unfinished)
+    record["config"]["epochs"] = 5
+    results.write_json(unfinished, record)
+    with pytest.raises(results.ResultsError, match="unfinished"):
+        experiments.redo_final(unfinished)
