@@ -645,6 +645,53 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
     return _recorded(run(name, device=device, out=out, progress=progress))
 
 
+def book_runs(names: dict[str, str], fast: bool, *, device=None, progress: bool = True) -> tuple[dict, dict]:
+    """The runs a chapter reads, and the recorded runs among them that are still in progress.
+
+    ``names`` maps the chapter's keys to experiment names. Fast mode: the fast runs, as
+    :func:`load_or_run`. Full mode: the recorded runs, as :func:`load_or_run` — unless one of them
+    is recorded with the current config but unfinished (no final evaluation yet, e.g. a CPU run
+    recorded over several sessions). A book build must not train for hours, so the chapter is then
+    built from the fast runs of *all* its experiments (one consistent, tiny set of numbers), and the
+    unfinished records are returned, as they stand, for the chapter to show and to label.
+
+    Returns:
+        ``(runs, in_progress)``: ``{key: RecordedRun}`` for the chapter, and ``{key: RecordedRun}``
+        of the unfinished recorded runs (empty when all are finished, and in fast mode).
+    """
+    in_progress = {}
+    if not fast:
+        for key, name in names.items():
+            path = _recorded_path(name)
+            if path.exists():
+                run_ = _recorded(path)
+                if run_.record["config"] == make_config(name).as_dict() and "final" not in run_.record:
+                    in_progress[key] = run_
+    small = fast or bool(in_progress)
+    runs = {key: load_or_run(name, fast=small, device=device, progress=progress) for key, name in names.items()}
+    return runs, in_progress
+
+
+def book_runs_note(runs: dict, in_progress: dict) -> str:
+    """One Markdown paragraph saying what a chapter built by :func:`book_runs` is made from."""
+    any_run = next(iter(runs.values())).record
+    if not in_progress and not any_run["experiment"].endswith("(fast)"):
+        return "This page reads the recorded runs " + ", ".join(
+            f"`{run.record['experiment']}` ({len(run.epochs)} epochs, {run.record['provenance']['dataset']['identity']})"
+            for run in runs.values()) + "."
+    small = make_config(any_run["config"]["name"], fast=True)
+    tiny = (f"tiny runs of the fast configuration ({small.epochs} epochs on {small.train_size:,} training images, "
+            "through the same code): their numbers show the method, not the study")
+    if not in_progress:
+        return f"Built in fast mode: every number and figure on this page comes from {tiny}."
+    return ("**The recorded runs are still in progress:** " + "; ".join(
+        f"`{run.record['experiment']}` at {len(run.epochs)} of {run.record['config']['epochs']} epochs"
+        for run in in_progress.values())
+        + " (`python -m qnnlib run NAME --out book/results` resumes them). A book build does not train for "
+        f"hours, so until they have finished the rest of this page is computed from {tiny}. "
+        "The curves recorded so far are drawn below.")
+
+
 def weights_path(results_json: Path | str) -> Path:
     """``NAME.weights.pt`` beside ``NAME.json``: the final network's weights (kept in git, small)."""
     path = Path(results_json)

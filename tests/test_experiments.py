@@ -4,6 +4,7 @@ Most tests run a tiny config on a synthetic digit-like dataset (so they need no 
 take seconds); one end-to-end test runs the real fast config on MNIST when it is present.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -310,3 +311,34 @@ def test_redo_final_recomputes_only_the_final_evaluation(synthetic, tmp_path):
     results.write_json(unfinished, record)
     with pytest.raises(results.ResultsError, match="unfinished"):
         experiments.redo_final(unfinished)
+
+
+def test_book_runs_never_train_a_recorded_run_that_is_still_in_progress(synthetic, tmp_path, monkeypatch):
+    # A book build reads recorded runs; an unfinished one (a CPU run recorded over several sessions)
+    # must not be resumed inside the build: the chapter falls back to the fast runs and says so.
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    monkeypatch.delenv(experiments.RESULTS_URL_ENV, raising=False)
+    tiny = experiments.make_config("mnist-cnn3", **TINY)
+    monkeypatch.setattr(experiments, "make_config", lambda name, fast=False, epochs=None, **kw:
+                        dataclasses.replace(tiny, **({"epochs": epochs} if epochs else {}), **kw))
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False)
+    finished = results.read_results(path)
+    # The record as it stands after 1 of 3 epochs: no final evaluation yet.
+    results.write_json(path, {**{k: v for k, v in finished.items() if k != "final"}, "epochs": finished["epochs"][:1]})
+    calls = []
+
+    def fake_load_or_run(name, fast, **kwargs):
+        calls.append((name, fast))
+        return name
+
+    monkeypatch.setattr(experiments, "load_or_run", fake_load_or_run)
+    runs, in_progress = experiments.book_runs({"a": "mnist-cnn3", "b": "cifar-cnn4"}, fast=False)
+    assert calls == [("mnist-cnn3", True), ("cifar-cnn4", True)] and runs == {"a": "mnist-cnn3", "b": "cifar-cnn4"}
+    assert list(in_progress) == ["a"] and len(in_progress["a"].epochs) == 1
+    calls.clear()
+    results.write_json(path, finished)
+    runs, in_progress = experiments.book_runs({"a": "mnist-cnn3"}, fast=False)
+    assert calls == [("mnist-cnn3", False)] and in_progress == {}
+    calls.clear()
+    assert experiments.book_runs({"a": "mnist-cnn3"}, fast=True) == ({"a": "mnist-cnn3"}, {})
+    assert calls == [("mnist-cnn3", True)]
