@@ -231,6 +231,14 @@ def test_config_copy_hides_solutions_and_excludes_the_output():
     assert config["exclude_patterns"] == ["_build", "html"]
 
 
+def test_config_copy_finds_the_local_extensions_from_its_new_place():
+    # The copy lives in OUT/, so a folder relative to the book's root would not be found from there.
+    config = se.student_config(yaml.safe_load((ROOT / "_config.yml").read_text()))
+    local = config["sphinx"]["local_extensions"]
+    assert local and all(Path(folder).is_absolute() and (Path(folder) / f"{name}.py").is_file()
+                         for name, folder in local.items()), local
+
+
 # --- the real chapters --------------------------------------------------------------------------
 
 
