@@ -263,6 +263,21 @@ def test_recorded_results_match_their_config_and_weights(name):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+@pytest.mark.parametrize("name", sorted(experiments.CONFIGS))
+def test_recorded_runs_in_progress_can_be_resumed(name):
+    # A run recorded over several sessions must carry its checkpoint in git: without it, `run NAME
+    # --out book/results` would start again from epoch 1 and the recorded epochs would be lost.
+    path = experiments.RESULTS_DIR / f"{name}.json"
+    if not path.exists() or "final" in results.read_results(path):
+        pytest.skip(f"{path.name} is not in progress")
+    record = results.read_results(path)
+    assert record["config"] == experiments.make_config(name).as_dict()
+    state = results.load_checkpoint(path.with_name(f"{name}.ckpt.pt"))
+    assert int(state["epoch"]) == len(record["epochs"]) < record["config"]["epochs"]
+    model = experiments.build_model(experiments.make_config(name))
+    model.load_state_dict(state["model"])  # the checkpoint fits the configured network
+
+
 def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(tmp_path, monkeypatch):
     # What Colab sees: no book/results/ beside the installed package, QNNLIB_RESULTS_URL set by the
     # chapters' install cell. A file:// URL stands in for the repository's raw files.
