@@ -425,7 +425,7 @@ def redo_final(results_json: Path | str, *, device=None) -> Path:
     config = config_of(record)
     if len(record["epochs"]) != config.epochs:
         raise results.ResultsError(f"{path} is unfinished ({len(record['epochs'])} of {config.epochs} epochs)")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(device)
     model = final_model(_recorded(path)).to(device)
     train_set, test = _datasets(config)
     clock = time.perf_counter()
@@ -442,6 +442,11 @@ def redo_final(results_json: Path | str, *, device=None) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
+
+
+def _device(device) -> torch.device:
+    """The device asked for, else CUDA when available, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _paths(config: ExperimentConfig, out: Path, fast: bool) -> tuple[Path, Path, Path]:
@@ -474,7 +479,7 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
         **overrides: any other :class:`ExperimentConfig` field (strings are converted).
     """
     config = make_config(name, fast=fast, epochs=epochs, **overrides)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(device)
     out = Path(out) if out is not None else RUNS_DIR
     json_path, npz_path, ckpt_path = _paths(config, out, fast)
     train_set, test = _datasets(config)
