@@ -584,6 +584,11 @@ class RecordedRun:
     def epochs(self) -> np.ndarray:
         return self.series("epoch").astype(int)
 
+    @property
+    def is_fast(self) -> bool:
+        """True for a tiny run of a fast configuration (its numbers show the method, not the study)."""
+        return self.record["experiment"].endswith(" (fast)")
+
 
 def _recorded(path: Path) -> RecordedRun:
     record = results.read_results(path)
@@ -653,25 +658,34 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
 def book_runs(names: dict[str, str], fast: bool, *, device=None, progress: bool = True) -> tuple[dict, dict]:
     """The runs a chapter reads, and the recorded runs among them that are still in progress.
 
-    ``names`` maps the chapter's keys to experiment names. Fast mode: the fast runs, as
-    :func:`load_or_run`. Full mode: the recorded runs, as :func:`load_or_run` — unless one of them
-    is recorded with the current config but unfinished (no final evaluation yet, e.g. a CPU run
-    recorded over several sessions). A book build must not train for hours, so the chapter is then
-    built from the fast runs of *all* its experiments (one consistent, tiny set of numbers), and the
-    unfinished records are returned, as they stand, for the chapter to show and to label.
+    ``names`` maps the chapter's keys to experiment names. When every one of them is recorded with
+    the current config and finished, the recorded runs are returned, in full *and* in fast mode:
+    reading them costs seconds, and a fast build (``make test``) then renders and checks the page
+    with the numbers it publishes. Otherwise:
+
+    - fast mode: the tiny fast runs of all the experiments, as :func:`load_or_run`;
+    - full mode: the recorded runs, as :func:`load_or_run` (running the absent ones) — unless one is
+      recorded with the current config but unfinished (no final evaluation yet, e.g. a CPU run
+      recorded over several sessions). A book build must not train for hours, so the chapter is then
+      built from the fast runs of *all* its experiments (one consistent, tiny set of numbers), and
+      the unfinished records are returned, as they stand, for the chapter to show and to label.
 
     Returns:
         ``(runs, in_progress)``: ``{key: RecordedRun}`` for the chapter, and ``{key: RecordedRun}``
         of the unfinished recorded runs (empty when all are finished, and in fast mode).
+        ``run.is_fast`` tells which case a chapter got.
     """
-    in_progress = {}
-    if not fast:
-        for key, name in names.items():
-            path = _recorded_path(name)
-            if path.exists():
-                run_ = _recorded(path)
-                if run_.record["config"] == make_config(name).as_dict() and "final" not in run_.record:
-                    in_progress[key] = run_
+    finished, in_progress = {}, {}
+    for key, name in names.items():
+        path = _recorded_path(name)
+        if path.exists():
+            run_ = _recorded(path)
+            if run_.record["config"] == make_config(name).as_dict():
+                (finished if "final" in run_.record else in_progress)[key] = run_
+    if len(finished) == len(names):
+        return finished, {}
+    if fast:
+        in_progress = {}
     small = fast or bool(in_progress)
     runs = {key: load_or_run(name, fast=small, device=device, progress=progress) for key, name in names.items()}
     return runs, in_progress
@@ -680,7 +694,7 @@ def book_runs(names: dict[str, str], fast: bool, *, device=None, progress: bool 
 def book_runs_note(runs: dict, in_progress: dict) -> str:
     """One Markdown paragraph saying what a chapter built by :func:`book_runs` is made from."""
     any_run = next(iter(runs.values())).record
-    if not in_progress and not any_run["experiment"].endswith("(fast)"):
+    if not in_progress and not any(run.is_fast for run in runs.values()):
         return "This page reads the recorded runs " + ", ".join(
             f"`{run.record['experiment']}` ({len(run.epochs)} epochs, {run.record['provenance']['dataset']['identity']})"
             for run in runs.values()) + "."

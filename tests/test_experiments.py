@@ -328,7 +328,7 @@ def test_redo_final_recomputes_only_the_final_evaluation(synthetic, tmp_path):
         experiments.redo_final(unfinished)
 
 
-def test_book_runs_never_train_a_recorded_run_that_is_still_in_progress(synthetic, tmp_path, monkeypatch):
+def test_book_runs_read_finished_records_and_never_train_one_in_progress(synthetic, tmp_path, monkeypatch):
     # A book build reads recorded runs; an unfinished one (a CPU run recorded over several sessions)
     # must not be resumed inside the build: the chapter falls back to the fast runs and says so.
     monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
@@ -351,9 +351,18 @@ def test_book_runs_never_train_a_recorded_run_that_is_still_in_progress(syntheti
     assert calls == [("mnist-cnn3", True), ("cifar-cnn4", True)] and runs == {"a": "mnist-cnn3", "b": "cifar-cnn4"}
     assert list(in_progress) == ["a"] and len(in_progress["a"].epochs) == 1
     calls.clear()
-    results.write_json(path, finished)
-    runs, in_progress = experiments.book_runs({"a": "mnist-cnn3"}, fast=False)
-    assert calls == [("mnist-cnn3", False)] and in_progress == {}
-    calls.clear()
+    # Fast mode with a run in progress: the fast runs, and nothing to report as in progress.
     assert experiments.book_runs({"a": "mnist-cnn3"}, fast=True) == ({"a": "mnist-cnn3"}, {})
     assert calls == [("mnist-cnn3", True)]
+    calls.clear()
+    results.write_json(path, finished)
+    # Every run finished: both modes read the records and train nothing.
+    for fast in (False, True):
+        runs, in_progress = experiments.book_runs({"a": "mnist-cnn3"}, fast=fast)
+        assert calls == [] and in_progress == {}
+        assert runs["a"].record == finished and not runs["a"].is_fast
+        assert experiments.book_runs_note(runs, in_progress).startswith("This page reads the recorded runs")
+    # One of the chapter's runs absent: fast mode falls back to the fast runs of all of them.
+    assert experiments.book_runs({"a": "mnist-cnn3", "b": "cifar-cnn4"}, fast=True)[0] == {
+        "a": "mnist-cnn3", "b": "cifar-cnn4"}
+    assert calls == [("mnist-cnn3", True), ("cifar-cnn4", True)]
