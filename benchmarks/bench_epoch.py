@@ -8,6 +8,10 @@ initial weights, exactly as ``python -m qnnlib run`` does), then the per-epoch e
 feature space, Δx/Δp over the config's labels in both spaces), each phase timed. The last line per
 experiment is the ratio evaluation / training; the target is ≤ 1.5. Both are measured in the same
 run on the same machine, so the ratio does not depend on how fast the machine is.
+
+``--widths 16 64`` instead times training steps of the residual network (cifar-resnet8) at each
+width on the same training batches, and prints each width's cost relative to the first: what the
+recorded width-16 run tells about the cost of the full width on the same CPU (Chapter 7).
 """
 
 from __future__ import annotations
@@ -44,15 +48,43 @@ def bench(name: str, epochs: int) -> float:
     return ratio
 
 
+def width_scaling(widths: list[int], batches: int) -> None:
+    config = experiments.make_config("cifar-resnet8")
+    train_set, _ = experiments._datasets(config)
+    x, y = train_set.x[:batches * config.batch_size], train_set.y[:batches * config.batch_size]
+    seconds = {}
+    for width in widths:
+        wide = experiments.make_config("cifar-resnet8", width=width)
+        model = experiments.build_model(wide).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=wide.lr)
+        # One untimed batch first: the first steps pay for memory allocation.
+        train.train_epoch(model, optimizer, x[:wide.batch_size], y[:wide.batch_size], batch_size=wide.batch_size,
+                          generator=torch.Generator().manual_seed(0), augment=wide.augment, progress=False)
+        stats = train.train_epoch(model, optimizer, x, y, batch_size=wide.batch_size,
+                                  generator=torch.Generator().manual_seed(0), augment=wide.augment, progress=False)
+        seconds[width] = stats["seconds"]
+        params = sum(p.numel() for p in model.parameters())
+        per_epoch = stats["seconds"] * len(train_set) / len(x)
+        print(f"ResNet8 width {width}: {params:,} parameters, {len(x) / stats['seconds']:.0f} images/s "
+              f"({per_epoch / 60:.1f} min per {len(train_set):,}-image epoch), "
+              f"{seconds[width] / seconds[widths[0]]:.1f}x width {widths[0]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=["cifar-cnn4", "cifar-resnet8"])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per experiment (median ratio reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--widths", type=int, nargs="+", default=None,
+                        help="time ResNet8 training at these widths instead (cost relative to the first)")
+    parser.add_argument("--batches", type=int, default=20, help="training batches per width with --widths")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    if args.widths:
+        width_scaling(args.widths, args.batches)
+        return
     for name in args.names:
         bench(name, args.epochs)
 
