@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 # ---------------------------------------------------------------------------------------
 # Chapter 1 — Heisenberg's relation
@@ -511,6 +512,8 @@ def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, fo
     name = {"paper": r"$\sqrt{\sum_i \cdot}$", "rss": r"$\sqrt{\sum_i \cdot^2}$"}.get(form, form)
     ax.set_xlabel(rf"$\Delta x$ (aggregate {name})")
     ax.set_ylabel(rf"$\Delta p$ (aggregate {name})")
+    # Δx moves in its fourth or fifth digit: long tick labels, so fewer of them.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
