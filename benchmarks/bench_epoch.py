@@ -52,7 +52,7 @@ def width_scaling(widths: list[int], batches: int) -> None:
     config = experiments.make_config("cifar-resnet8")
     train_set, _ = experiments._datasets(config)
     x, y = train_set.x[:batches * config.batch_size], train_set.y[:batches * config.batch_size]
-    seconds = {}
+    reference = None  # seconds of the first width
     for width in widths:
         wide = experiments.make_config("cifar-resnet8", width=width)
         model = experiments.build_model(wide).to(memory_format=torch.channels_last)
@@ -62,12 +62,12 @@ def width_scaling(widths: list[int], batches: int) -> None:
                           generator=torch.Generator().manual_seed(0), augment=wide.augment, progress=False)
         stats = train.train_epoch(model, optimizer, x, y, batch_size=wide.batch_size,
                                   generator=torch.Generator().manual_seed(0), augment=wide.augment, progress=False)
-        seconds[width] = stats["seconds"]
+        reference = reference or stats["seconds"]
         params = sum(p.numel() for p in model.parameters())
         per_epoch = stats["seconds"] * len(train_set) / len(x)
         print(f"ResNet8 width {width}: {params:,} parameters, {len(x) / stats['seconds']:.0f} images/s "
               f"({per_epoch / 60:.1f} min per {len(train_set):,}-image epoch), "
-              f"{seconds[width] / seconds[widths[0]]:.1f}x width {widths[0]}")
+              f"{stats['seconds'] / reference:.1f}x width {widths[0]}")
 
 
 def main():
