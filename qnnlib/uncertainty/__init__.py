@@ -1,0 +1,59 @@
+"""The neural wave function and its moments: Δx, Δp and the boundary terms (Chapters 3–5).
+
+Fix a classifier ``f`` and a label Y. The loss ``l_Y(X) = CE(f(X), Y) ≥ 0`` on the input box
+Ω = [low, high]^M, normalised, is the *neural wave function* (SPEC §1; Chapter 3)::
+
+    ψ_Y(X) = l_Y(X) / N_Y,      N_Y² = ∫_Ω l_Y(X)² dX.
+
+Per input coordinate i (Chapter 4)::
+
+    <x_i> = ∫ x_i ψ² dX                 Δx_i² = ∫ (x_i − <x_i>)² ψ² dX
+    <p_i> = ∫ ψ ∂_iψ dX                 Δp_i² = ∫ (∂_iψ)² dX − <p_i>²
+    B_i   = 1 + 2 ∫ (x_i − <x_i>) ψ ∂_iψ dX     (= the boundary integral ∮ (x_i − <x_i>) ψ² n_i dS)
+
+and integration by parts plus Cauchy–Schwarz give ``Δx_i Δp_i ≥ |1 − B_i| / 2``; the textbook
+1/2 needs B_i = 0, i.e. ψ vanishing on the faces of Ω normal to i, which a loss does not do.
+
+Two estimators of these integrals share one set of formulas (Chapter 5). With w = l², g = ∇_X l
+and positive weights q (q = 1 for Monte Carlo, quadrature weights for a grid)::
+
+    <x> ≈ Σ q w x / Σ q w        Δx² ≈ Σ q w (x − <x>)² / Σ q w
+    <p> ≈ Σ q l g / Σ q w        <p²> ≈ Σ q g² / Σ q w
+    B   ≈ 1 + 2 Σ q l g (x − <x>) / Σ q w
+
+The unknown N_Y cancels in every ratio, and so does the volume of Ω. These estimates satisfy
+``Δx_i Δp_i ≥ |1 − B_i|/2`` *exactly* (up to rounding) for any positive weights, because the
+proof is Cauchy–Schwarz for the weighted sum itself: an estimate that breaks the bound is a bug,
+never noise.
+
+The package is split by concept; everything is importable from ``qnnlib.uncertainty``:
+
+* :mod:`.wave_function` — amplitudes: :func:`neural_amplitude`, l and ∇l in one backward pass;
+* :mod:`.estimator` — the weighted sums, the ratios and their jackknife errors (:class:`Moments`);
+* :mod:`.monte_carlo` — :func:`moments` (uniform or scrambled Sobol points) for any amplitude
+  ``X ↦ l(X) ≥ 0``; :func:`neural_moments`, :func:`mean_neural_moments` for a model's cross-entropy;
+* :mod:`.grid` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
+  dimensions, the reference the Monte Carlo estimator is tested against; :func:`wave_function_grid`;
+* :mod:`.boundary` — the boundary terms B_i from the faces of Ω (:func:`face_boundary_terms`).
+"""
+
+from .boundary import face_boundary_terms
+from .estimator import BOUND_RTOL, FORMS, Moments
+from .grid import RULES, grid_moments, quadrature_nodes, wave_function_grid
+from .monte_carlo import (
+    SAMPLERS,
+    SOBOL_MAX_DIM,
+    ClassMean,
+    default_batch_size,
+    mean_aggregate,
+    mean_neural_moments,
+    moments,
+    neural_moments,
+)
+from .wave_function import Amplitude, neural_amplitude
+
+__all__ = [
+    "Amplitude", "BOUND_RTOL", "ClassMean", "FORMS", "Moments", "RULES", "SAMPLERS", "SOBOL_MAX_DIM",
+    "default_batch_size", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
+    "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "wave_function_grid",
+]
