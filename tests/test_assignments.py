@@ -12,6 +12,7 @@ import ast
 import csv
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -247,3 +248,39 @@ def test_bad_submissions_get_a_row_saying_so_and_the_others_are_graded(graded):
     assert all(rows[name]["total"] == "" for name in ("corrupt", "loop", "notes"))
     assert len(rows) == 3 * len(GRADED) + 3
     assert all((out / "feedback" / f"{name}.txt").is_file() for name in rows)
+
+
+def execute_outside_the_repository(path: Path, tmp_path: Path) -> list[str]:
+    """Run a notebook in an empty folder with PYTHONPATH unset, as a student would; its outputs."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.pop("PYTHONPATH", None)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        if env_before is not None:
+            os.environ["PYTHONPATH"] = env_before
+    return ["".join(o.get("text", "") or json.dumps(o.get("data", {}), ensure_ascii=False) for o in cell.get("outputs", []))
+            for cell in nb.cells if cell.cell_type == "code"]
+
+
+@pytest.mark.slow
+def test_public_checks_in_the_student_notebook_report_every_stub_as_not_done(built, tmp_path):
+    outputs = "\n".join(execute_outside_the_repository(built / "student" / "04_derivation.ipynb", tmp_path))
+    for question in QUESTIONS["04_derivation"]:
+        assert f"NotImplementedError: Exercise {question.label}" in outputs
+    assert "All test cases passed" not in outputs
+    assert (tmp_path / assignments.PUBLIC_DIR / "ex_04_linear.py").is_file()
+
+
+@pytest.mark.slow
+def test_public_checks_pass_on_the_solutions_and_name_the_mistake_of_a_wrong_answer(built, tmp_path):
+    student = nbformat.read(built / "student" / "01_heisenberg.ipynb", as_version=4)
+    answers = {q.label: (q.wrong if q.label == "ex-01-tent" else q.solution) for q in QUESTIONS["01_heisenberg"]}
+    nbformat.write(assignments.filled_in(student, answers), tmp_path / "mine.ipynb")
+    outputs = execute_outside_the_repository(tmp_path / "mine.ipynb", tmp_path)
+    checks = [o for o in outputs if "results:" in o]
+    assert len(checks) == 3
+    assert "All test cases passed" in checks[0] and "All test cases passed" in checks[2]
+    assert "is the variance Δx² of the closed form" in checks[1]
