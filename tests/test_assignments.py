@@ -284,3 +284,12 @@ def test_public_checks_pass_on_the_solutions_and_name_the_mistake_of_a_wrong_ans
     assert len(checks) == 3
     assert "All test cases passed" in checks[0] and "All test cases passed" in checks[2]
     assert "is the variance Δx² of the closed form" in checks[1]
+
+
+def test_student_notebooks_hold_no_myst_that_colab_would_show_raw(built):
+    from colab_markdown import leftover_syntax   # myst-parser's own tokenizer (tools/colab_markdown.py)
+
+    for stem in QUESTIONS:
+        nb = nbformat.read(built / "student" / f"{stem}.ipynb", as_version=4)
+        assert [leftover_syntax(c.source) for c in nb.cells if c.cell_type == "markdown"] == \
+            [[] for c in nb.cells if c.cell_type == "markdown"], stem
