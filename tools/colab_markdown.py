@@ -211,9 +211,7 @@ class MystToMarkdown:
             return "\n".join(lines)   # a plain code block: verbatim, roles and all
         if token.type in ("code_block", "html_block"):
             return "\n".join(lines)
-        if token.type == "inline" or token.type.endswith("_open"):
-            return None
-        return None
+        return None   # paragraphs, headings, lists, quotes, tables: only their roles change
 
     def _display_math(self, content: str) -> str:
         return f"$$\n{expand_macros(content.strip(), self.macros)}\n$$"
