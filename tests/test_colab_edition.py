@@ -193,7 +193,8 @@ def _html(name):
 
 def _unguarded_imports(code):
     """Modules imported by ``code`` outside a ``try`` whose handler catches ImportError."""
-    code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in code.splitlines())
+    code = "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                     else line for line in code.splitlines())
     tree = ast.parse(code)
     guarded = set()
     for node in ast.walk(tree):
@@ -217,6 +218,7 @@ def test_unguarded_imports_sees_through_try_blocks_only_for_import_errors():
     assert _unguarded_imports("try:\n    import torchattacks\nexcept ImportError:\n    pass") == []
     assert _unguarded_imports("try:\n    import torchattacks\nexcept KeyError:\n    pass") == ["torchattacks"]
     assert _unguarded_imports("%pip install x\nimport qnnlib") == ["qnnlib"]
+    assert _unguarded_imports("try:\n    import a\nexcept ImportError:\n    %pip install b\n    import b") == ["b"]
 
 
 @needs_build
