@@ -15,6 +15,8 @@ export QNNLIB_DATA
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb)) $(wildcard book/reproduce.ipynb)
 STUDENT := _build/student
 COLAB := _build/colab
+# Written by `make book` after a full build (make colab converts that build without redoing it).
+BOOK_DONE := _build/.book-full
 # The student book is built in fast mode unless asked otherwise (make student STUDENT_FAST=0).
 STUDENT_FAST ?= 1
 ASSIGNMENTS := _build/assignments
@@ -54,7 +56,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 # --all: make test builds fast-mode pages into the same _build/html; never reuse them here.
 book: $(STAMP)
+	rm -f $(BOOK_DONE)
 	$(BIN)/jupyter-book build . --all --keep-going
+	touch $(BOOK_DONE)
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 test: unit nbval strict-book browser-test
@@ -123,10 +127,15 @@ grade: $(STAMP)
 	$(BIN)/python tools/assignments.py grade $(SUBMISSIONS) --out $(GRADES) \
 		--assignments $(ASSIGNMENTS) --timeout $(GRADE_TIMEOUT)
 
-# The Colab edition: the full book (make book), then tools/colab_edition.py turns its executed
-# notebooks into plain-Markdown ones (glued values, citations, references, exercises as text)
-# in $(COLAB)/book; .github/workflows/colab-edition.yml publishes them on the branch `colab`.
-colab: book
+# The Colab edition: tools/colab_edition.py turns the executed notebooks of the full build into
+# plain-Markdown ones (glued values, citations, references, exercises as text) in $(COLAB)/book;
+# .github/workflows/book.yml publishes them on the branch `colab`. It runs `make book` first
+# unless the last build in _build is a full one (make book touches $(BOOK_DONE); a later fast
+# build rewrites index.html after it) and no source changed since.
+colab: $(STAMP)
+	@if [ $(BOOK_DONE) -nt _build/html/index.html ] && \
+	    [ -z "$$(find book qnnlib _config.yml _toc.yml -type f -newer $(BOOK_DONE) -not -path "*/__pycache__/*" -print -quit)" ]; then \
+		echo "Using the full build in _build/ (make book)"; else $(MAKE) book; fi
 	rm -rf $(COLAB)
 	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB) --mode full
 	@echo "Colab edition: $(CURDIR)/$(COLAB)/book"

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
+import yaml
 from bs4 import BeautifulSoup
 from myst_nb.core.variables import format_plain_text as mystnb_format
 from sphinxcontrib.bibtex.directives import BibliographyKey
@@ -363,3 +364,13 @@ def test_every_role_and_directive_of_the_source_was_converted(edition):
     # glue:md values may hold roles of their own, so the converter can count more, never fewer.
     for name, count in roles.items():
         assert counts.roles.get(name, 0) >= count, name
+
+
+def test_book_workflow_publishes_the_edition_of_the_build_it_deploys():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    assert steps.index("make book") < steps.index("make colab")
+    publish = next(run for run in steps if "_build/colab" in run)
+    assert "git init -q -b colab" in publish and publish.rstrip().endswith(" colab")
+    readme = (ROOT / "README.md").read_text()
+    assert "make colab" in readme and "branch `colab`" in readme

@@ -277,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", help="the commit the build came from (default: git HEAD)")
     args = parser.parse_args(argv)
     try:
-        commit, dirty = (args.commit, False) if args.commit else git_commit()
+        if args.commit:
+            commit, dirty = args.commit, False
+        elif os.environ.get("GITHUB_SHA") and not (ROOT / ".git").exists():
+            commit, dirty = os.environ["GITHUB_SHA"], False   # a CI checkout without git metadata
+        else:
+            commit, dirty = git_commit()
         written, counts = write_edition(args.build_dir, args.out, commit=commit, mode=args.mode,
                                         dirty=dirty)
     except (ValueError, OSError, subprocess.CalledProcessError) as exc:
