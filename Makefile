@@ -24,6 +24,7 @@ ASSIGNMENTS := _build/assignments
 SUBMISSIONS ?=
 GRADES ?= $(SUBMISSIONS:%/=%)-graded
 GRADE_TIMEOUT ?= 600
+GRADE_JOBS ?= 1
 # MathJax for the strict build, served from the book itself (the test machines are offline):
 # the npm package, inside .venv so that git and Sphinx ignore it (tools/offline_config.py).
 MATHJAX_VERSION := 3.2.2
@@ -125,7 +126,7 @@ grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-notebooks"; exit 2; }
 	test -d $(ASSIGNMENTS)/autograder || $(MAKE) assignments
 	$(BIN)/python tools/assignments.py grade $(SUBMISSIONS) --out $(GRADES) \
-		--assignments $(ASSIGNMENTS) --timeout $(GRADE_TIMEOUT)
+		--assignments $(ASSIGNMENTS) --timeout $(GRADE_TIMEOUT) --jobs $(GRADE_JOBS)
 
 # The Colab edition: tools/colab_edition.py turns the executed notebooks of the full build into
 # plain-Markdown ones (glued values, citations, references, exercises as text) in $(COLAB)/book;
