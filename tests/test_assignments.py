@@ -84,6 +84,15 @@ def test_plain_markdown_turns_roles_into_markdown():
     assert assignments.plain_markdown(text) == "See thm-x, $a^2$, the box and `f(x)`."
 
 
+def test_a_submission_that_lost_its_metadata_is_recognised_by_its_checks(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('grader.check("ex_04_linear")')])
+    nbformat.write(nb, tmp_path / "lost.ipynb")
+    assert assignments.assignment_of(tmp_path / "lost.ipynb") == ("04_derivation", "graded")
+    nb.metadata["otter"] = {"assignment_name": "99_unknown"}
+    nbformat.write(nb, tmp_path / "other.ipynb")
+    assert assignments.assignment_of(tmp_path / "other.ipynb")[0] is None
+
+
 def test_grade_refuses_a_missing_folder_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "assignments.py"), "grade",
                              str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
