@@ -5,6 +5,7 @@ take seconds); one end-to-end test runs the real fast config on MNIST when it is
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import signal
@@ -19,6 +20,9 @@ import torch
 
 from qnnlib import experiments, results
 from qnnlib.data import Dataset
+from qnnlib.experiments import runner
+
+recorded_module = importlib.import_module("qnnlib.experiments.recorded")  # experiments.recorded is the function
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +56,7 @@ exec(SYNTHETIC, namespace)
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setattr(experiments, "_datasets", namespace["datasets"])
+    monkeypatch.setattr(runner, "_datasets", namespace["datasets"])
 
 
 def _comparable(record):
@@ -124,7 +128,7 @@ def test_corrupt_files_are_reported_not_loaded(tmp_path):
 def test_run_killed_mid_epoch_resumes_to_identical_results(synthetic, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     script = SYNTHETIC + textwrap.dedent(f"""
-        experiments._datasets = datasets
+        experiments.runner._datasets = datasets
         torch.set_num_threads(1)
         experiments.run("mnist-cnn3", out={str(killed)!r}, progress=False, **{TINY!r})
     """)
@@ -288,7 +292,7 @@ def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(t
         if not source.exists():
             pytest.skip(f"{source.name} is not recorded")
         (upstream / source.name).write_bytes(source.read_bytes())
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "site-packages" / "book" / "results")
+    monkeypatch.setattr(recorded_module, "RESULTS_DIR", tmp_path / "site-packages" / "book" / "results")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(experiments.RESULTS_URL_ENV, upstream.as_uri())
     run = experiments.recorded("mnist-cnn3")
@@ -331,11 +335,12 @@ def test_redo_final_recomputes_only_the_final_evaluation(synthetic, tmp_path):
 def test_book_runs_read_finished_records_and_never_train_one_in_progress(synthetic, tmp_path, monkeypatch):
     # A book build reads recorded runs; an unfinished one (a CPU run recorded over several sessions)
     # must not be resumed inside the build: the chapter falls back to the fast runs and says so.
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(recorded_module, "RESULTS_DIR", tmp_path)
     monkeypatch.delenv(experiments.RESULTS_URL_ENV, raising=False)
     tiny = experiments.make_config("mnist-cnn3", **TINY)
-    monkeypatch.setattr(experiments, "make_config", lambda name, fast=False, epochs=None, **kw:
-                        dataclasses.replace(tiny, **({"epochs": epochs} if epochs else {}), **kw))
+    for module in (recorded_module, runner):
+        monkeypatch.setattr(module, "make_config", lambda name, fast=False, epochs=None, **kw:
+                            dataclasses.replace(tiny, **({"epochs": epochs} if epochs else {}), **kw))
     path = experiments.run("mnist-cnn3", out=tmp_path, progress=False)
     finished = results.read_results(path)
     # The record as it stands after 1 of 3 epochs: no final evaluation yet.
@@ -346,7 +351,7 @@ def test_book_runs_read_finished_records_and_never_train_one_in_progress(synthet
         calls.append((name, fast))
         return name
 
-    monkeypatch.setattr(experiments, "load_or_run", fake_load_or_run)
+    monkeypatch.setattr(recorded_module, "load_or_run", fake_load_or_run)
     runs, in_progress = experiments.book_runs({"a": "mnist-cnn3", "b": "cifar-cnn4"}, fast=False)
     assert calls == [("mnist-cnn3", True), ("cifar-cnn4", True)] and runs == {"a": "mnist-cnn3", "b": "cifar-cnn4"}
     assert list(in_progress) == ["a"] and len(in_progress["a"].epochs) == 1

@@ -1,0 +1,37 @@
+"""Named experiments, the per-epoch measurement loop, and recorded results (Chapters 6–8).
+
+Four modules, one concept each:
+
+* :mod:`.configs` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
+* :mod:`.measure` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
+  snapshots) and on the final model (the stronger attack over the ε sweep);
+* :mod:`.runner` — running (and resuming) an experiment: epochs, checkpoints, results files, the
+  exported weights, ``redo_final``;
+* :mod:`.recorded` — recorded results as the book reads them (local, downloaded or run on demand).
+
+Every name the book, the tests and the tools use is re-exported here, so ``experiments.run``,
+``experiments.recorded(...)`` … keep working. Note that ``experiments.recorded`` is the function;
+the module is ``importlib.import_module("qnnlib.experiments.recorded")``.
+"""
+
+from .configs import (
+    CONFIGS, FAST, MODELS, RESULTS_DIR, ROOT, RUNS_DIR, ExperimentConfig, build_model, config_of, describe,
+    make_config,
+)
+from .measure import (
+    FeatureSpace, _features, _generator, evaluation_subset, feature_space, final_evaluation, measure_epoch,
+    space_summary, strong_robust_accuracy,
+)
+from .runner import _datasets, _device, export_weights, redo_final, run
+from .recorded import (
+    RECORDED_SUFFIXES, RESULTS_URL_ENV, RecordedRun, _recorded, _recorded_path, book_runs, book_runs_note,
+    final_model, load_or_run, load_snapshots, recorded, show, weights_path,
+)
+
+__all__ = [
+    "CONFIGS", "FAST", "MODELS", "RESULTS_DIR", "ROOT", "RUNS_DIR", "ExperimentConfig", "build_model", "config_of",
+    "describe", "make_config", "FeatureSpace", "evaluation_subset", "export_weights", "feature_space",
+    "final_evaluation", "measure_epoch", "redo_final", "run", "space_summary", "strong_robust_accuracy",
+    "RECORDED_SUFFIXES", "RESULTS_URL_ENV", "RecordedRun", "book_runs", "book_runs_note", "final_model",
+    "load_or_run", "load_snapshots", "recorded", "show", "weights_path",
+]

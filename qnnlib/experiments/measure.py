@@ -1,0 +1,243 @@
+"""What a run measures: after every epoch, and once more on the final model (Chapters 6–8, SPEC §5–6).
+
+After every epoch (:func:`measure_epoch`): clean test accuracy, PGD robust accuracy in pixel and in
+feature space, and Δx, Δp (with standard errors and the SPEC §2 diagnostics) in both spaces; at the
+configured snapshot epochs a t-SNE embedding of clean and attacked test features (Fig. 1). Once the
+last epoch is done (:func:`final_evaluation`): the stronger attack over the ε sweep. Every random
+draw of epoch e comes from a generator seeded by (seed, e, purpose), so an epoch measured again
+(after a resumption) gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import attacks, train, uncertainty
+from .configs import ExperimentConfig
+
+def _generator(config: ExperimentConfig, epoch: int, stream: int) -> torch.Generator:
+    """Independent, reproducible random streams per (seed, epoch, purpose)."""
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature space (SPEC §5)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSpace:
+    """Unit-normalised features u = f(x)/max_train f, on the coordinates that are ever non-zero.
+
+    ``head`` maps u (N, F_active) to logits, so attacks and ψ live in the box [0, 1]^F_active.
+    """
+
+    scale: torch.Tensor  # (F,) max over the training set
+    active: torch.Tensor  # (F,) bool: coordinates with scale > 0
+    head: nn.Module
+
+    @property
+    def dropped(self) -> int:
+        """Number of feature coordinates that are 0 on the whole training set."""
+        return int((~self.active).sum())
+
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
+        """Features (N, F) → u (N, F_active) in [0, 1] (test values above the training max are clipped)."""
+        return (features[:, self.active] / self.scale[self.active]).clamp(0.0, 1.0)
+
+
+def feature_space(model: nn.Module, x_train: torch.Tensor, *, batch_size: int | None = None) -> FeatureSpace:
+    """Build the unit feature box of ``model`` from the training images (SPEC §5)."""
+    features = _features(model, x_train, batch_size=batch_size)
+    scale = features.max(dim=0).values
+    active = scale > 0
+    linear = nn.Linear(int(active.sum()), model.fc.out_features)
+    with torch.no_grad():
+        # head(u) = W (u · scale) + b on the active coordinates: the same logits as the network.
+        linear.weight.copy_(model.fc.weight[:, active] * scale[active])
+        linear.bias.copy_(model.fc.bias)
+    return FeatureSpace(scale=scale, active=active, head=linear.eval())
+
+
+def _features(model, x, *, batch_size=None):
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batch_size = batch_size or train.eval_batch_size(device, attack=False)
+    try:
+        with torch.no_grad():
+            return torch.cat([model.features(train.channels_last(x[i:i + batch_size].to(device))).cpu()
+                              for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-epoch measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def space_summary(net: nn.Module, input_shape: tuple, config: ExperimentConfig, generator) -> dict:
+    """Δx, Δp (config's aggregate form) with standard errors and diagnostics, mean over labels."""
+    per_label = []
+    for label in config.labels:
+        m = uncertainty.neural_moments(
+            net, label, input_shape, n_samples=config.mc_samples, sampler=config.mc_sampler, generator=generator
+        )
+        dx, dp = m.aggregate(config.aggregate_form)
+        dx_se, dp_se = m.aggregate_stderr(config.aggregate_form)
+        summary = m.summary()
+        per_label.append({
+            "dx": float(dx), "dp": float(dp), "dx_stderr": float(dx_se), "dp_stderr": float(dp_se),
+            "frac_below_half": summary["frac_below_half"], "min_product": summary["min_product"],
+            "mean_boundary": summary["mean_boundary"], "frac_meeting_bound": summary["frac_meeting_bound"],
+            "ess": float(m.ess),
+        })
+    mean = {key: float(np.mean([p[key] for p in per_label])) for key in per_label[0]}
+    # Standard error of a mean of independent estimates.
+    for key in ("dx_stderr", "dp_stderr"):
+        mean[key] = float(np.sqrt(np.sum([p[key] ** 2 for p in per_label]))) / len(per_label)
+    mean["min_product"] = float(min(p["min_product"] for p in per_label))
+    mean.update(aggregate_form=config.aggregate_form, labels=list(config.labels), dims=int(np.prod(input_shape)))
+    return mean
+
+
+def evaluation_subset(total: int, n: int, config: ExperimentConfig) -> torch.Tensor:
+    """The ``n`` test images of the snapshots and the final evaluation: a seeded random subset.
+
+    Not the first ``n``: a test set stored class by class (the CIFAR-10 JPEG copy, and any
+    ``subset`` of it) would give only the first classes. The same seed gives the same images in
+    every run and on resumption.
+    """
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 99_991)
+    return torch.randperm(total, generator=generator)[:n].sort().values
+
+
+def _snapshot(model, test, config: ExperimentConfig, epoch: int) -> dict:
+    """t-SNE of clean and PGD-attacked test features, embedded together (Fig. 1)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = min(config.snapshot_size or len(test), len(test))
+    index = evaluation_subset(len(test), n, config)
+    x, y = test.x[index], test.y[index]
+    attack = functools.partial(
+        attacks.pgd, eps=config.snapshot_eps, alpha=config.snapshot_alpha, steps=config.snapshot_steps,
+        generator=_generator(config, epoch, 7),
+    )
+    device = next(model.parameters()).device
+    x_adv = torch.cat([attack(model, x[i:i + 500].to(device), y[i:i + 500].to(device)).cpu() for i in range(0, n, 500)])
+    clean, adv = _features(model, x), _features(model, x_adv)
+    with torch.no_grad():
+        pred_clean = model.head(clean.to(device)).argmax(1).cpu()
+        pred_adv = model.head(adv.to(device)).argmax(1).cpu()
+    both = torch.cat([clean, adv]).numpy().astype(np.float64)
+    reduced = PCA(n_components=min(50, both.shape[1], both.shape[0]), random_state=config.seed).fit_transform(both)
+    perplexity = min(30.0, (2 * n - 1) / 3)
+    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=config.seed).fit_transform(reduced)
+    return {
+        f"epoch{epoch}_embedding": embedding.astype(np.float32),
+        f"epoch{epoch}_labels": y.numpy().astype(np.int8),
+        f"epoch{epoch}_pred_clean": pred_clean.numpy().astype(np.int8),
+        f"epoch{epoch}_pred_adv": pred_adv.numpy().astype(np.int8),
+    }
+
+
+def measure_epoch(model, train_set, test, config: ExperimentConfig, epoch: int) -> tuple[dict, dict, dict]:
+    """Everything recorded after one epoch: (metrics, feature-space info, seconds per phase)."""
+    seconds = {}
+    clock = time.perf_counter()
+    # One pass over the test set gives both the clean accuracy (head of the features is the
+    # network's output) and the test points of the feature space.
+    test_features = _features(model, test.x)
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        logits = model.head(test_features.to(device)).cpu()
+    metrics = {"test_acc": float((logits.argmax(1) == test.y).double().mean())}
+    seconds["eval_clean"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    attack = functools.partial(
+        attacks.pgd, eps=config.pgd_eps, alpha=config.pgd_alpha, steps=config.pgd_steps,
+        generator=_generator(config, epoch, 1),
+    )
+    metrics["robust_acc"] = train.robust_accuracy(model, test.x, test.y, attack)
+    seconds["pgd_pixel"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    space = feature_space(model, train_set.x)
+    u_test = space.normalise(test_features)
+    feature_attack = functools.partial(
+        attacks.pgd, eps=config.pgd_eps, alpha=config.pgd_alpha, steps=config.pgd_steps,
+        generator=_generator(config, epoch, 2),
+    )
+    metrics["robust_acc_feature"] = train.robust_accuracy(space.head, u_test, test.y, feature_attack)
+    seconds["pgd_feature"] = time.perf_counter() - clock
+
+    was_training = model.training
+    model.eval()
+    try:
+        clock = time.perf_counter()
+        metrics["pixel"] = space_summary(model, tuple(train_set.x.shape[1:]), config, _generator(config, epoch, 3))
+        seconds["moments_pixel"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        metrics["feature"] = space_summary(space.head, (int(space.active.sum()),), config, _generator(config, epoch, 4))
+        metrics["feature"]["dropped"] = space.dropped
+        seconds["moments_feature"] = time.perf_counter() - clock
+    finally:
+        model.train(was_training)
+    return metrics, space, seconds
+
+
+def strong_robust_accuracy(model, x, y, *, eps: float, steps: int, restarts: int, generator,
+                           clamp=(0.0, 1.0), batch_size: int | None = None) -> float:
+    """Accuracy under PGD-``steps`` (α = 2.5·ε/steps) with ``restarts`` random starts: a sample
+    counts as robust only if no restart fools the model (the worst case per sample)."""
+    if eps == 0:
+        return train.accuracy(model, x, y)
+    device = next(model.parameters()).device
+    batch_size = batch_size or train.eval_batch_size(device, attack=True)
+    correct = 0
+    for first in range(0, len(x), batch_size):
+        xb = train.channels_last(x[first:first + batch_size].to(device))
+        yb = y[first:first + batch_size].to(device)
+        survived = torch.ones(len(xb), dtype=torch.bool, device=device)
+        for _ in range(restarts):
+            adv = attacks.pgd(model, xb, yb, eps=eps, alpha=2.5 * eps / steps, steps=steps,
+                              generator=generator, clamp=clamp)
+            with torch.no_grad():
+                survived &= model(adv).argmax(1) == yb
+        correct += int(survived.sum())
+    return correct / len(x)
+
+
+def final_evaluation(model, train_set, test, config: ExperimentConfig) -> dict:
+    """The final model under the stronger attack over the ε sweep, in pixel and feature space."""
+    n = min(config.final_size or len(test), len(test))
+    index = evaluation_subset(len(test), n, config)
+    x, y = test.x[index], test.y[index]
+    was_training = model.training
+    model.eval()
+    try:
+        space = feature_space(model, train_set.x)
+        u = space.normalise(_features(model, x))
+        sweep = {"eps": list(config.sweep_eps), "pixel": [], "feature": []}
+        for i, eps in enumerate(config.sweep_eps):
+            kw = dict(eps=eps, steps=config.strong_steps, restarts=config.strong_restarts)
+            sweep["pixel"].append(strong_robust_accuracy(model, x, y, generator=_generator(config, 10_000, 2 * i), **kw))
+            sweep["feature"].append(
+                strong_robust_accuracy(space.head, u, y, generator=_generator(config, 10_000, 2 * i + 1), **kw)
+            )
+    finally:
+        model.train(was_training)
+    return {"attack": f"PGD-{config.strong_steps}, alpha = 2.5 eps/steps, {config.strong_restarts} restarts",
+            "n_test": n, "test_subset": "seeded random subset (evaluation_subset)",
+            "classes": int(torch.unique(y).numel()), "sweep": sweep}
+
+
