@@ -11,21 +11,25 @@ Where the files are looked for (the one place the data root is read):
 2. else the environment variable ``QNNLIB_DATA``;
 3. else the user cache folder ``~/.cache/qnnlib/data`` (``$XDG_CACHE_HOME/qnnlib/data``).
 
-The layout under the root is torchvision's: ``MNIST/raw/*-ubyte`` and ``cifar-10-batches-py/``.
-When those files are absent, :func:`load_dataset` asks torchvision to download them (which works
-where there is internet, e.g. Colab); offline it raises one error saying where to put the files.
-If the official CIFAR-10 is absent but ``cifar10-jpeg/{train,test}/<class>/*.jpg`` is present (an
-ImageFolder layout), that JPEG re-encoding is used with a warning: JPEG changes pixels by a few
-levels out of 255, the size of the perturbations this book studies. Its decoded tensor is cached
-in ``~/.cache/qnnlib/decoded`` so later loads take about a second.
+The files are read by torchvision, in its layout under the root: ``MNIST/raw/*-ubyte``
+(:class:`torchvision.datasets.MNIST`) and ``cifar-10-batches-py/``
+(:class:`torchvision.datasets.CIFAR10`, which checks the md5 of every official batch before it
+unpickles anything; a file that fails raises :class:`DataIntegrityError` and is never unpickled).
+When the files are absent they are downloaded (which works where there is internet, e.g. Colab);
+offline one error says where to put them. If the official CIFAR-10 is absent but
+``cifar10-jpeg/{train,test}/<class>/*.jpg`` is present (read with
+:class:`torchvision.datasets.ImageFolder`), that JPEG re-encoding is used with a warning: JPEG
+changes pixels by a few levels out of 255, the size of the perturbations this book studies. Its
+decoded images are cached in ``~/.cache/qnnlib/decoded`` under a key computed from the files'
+contents, so a changed file is decoded again. Chapter 6 (MNIST) and Chapter 8 (CIFAR-10) use them.
 """
-
 from __future__ import annotations
 
-import gzip
 import hashlib
+import io
 import os
-import pickle
+import tarfile
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,10 @@ CIFAR10_CLASSES = (
 )
 NAMES = ("mnist", "cifar10")
 SPLITS = ("train", "test")
+
+
+class DataIntegrityError(ValueError):
+    """A data file is not the official one (its checksum differs); it was not unpickled."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +126,10 @@ def load_dataset(name: str, split: str, root=None) -> Dataset:
         for an unknown ``name`` or ``split``
     FileNotFoundError
         when the files are absent and cannot be downloaded (the message says where to put them)
+    DataIntegrityError
+        (a ``ValueError``) when an official CIFAR-10 file fails its md5 check
+    ImportError
+        when torchvision cannot be imported (it reads every dataset)
 
     Example
     -------
@@ -165,54 +177,38 @@ def subset(dataset: Dataset, n: int, seed: int = 0, *, stratified: bool = True) 
 
 
 # ---------------------------------------------------------------------------------------
-# MNIST: the four idx files in root/MNIST/raw (torchvision's layout), plain or gzipped.
+# Readers: torchvision's datasets, turned into one float tensor per split.
 # ---------------------------------------------------------------------------------------
 
 
-def _mnist_files(raw: Path, split: str):
-    prefix = "train" if split == "train" else "t10k"
-    found = []
-    for stem in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
-        plain, zipped = raw / stem, raw / f"{stem}.gz"
-        found.append(plain if plain.exists() else zipped if zipped.exists() else None)
-    return found
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _torchvision():
+    """The torchvision module, or an ImportError that says it is one (never a download failure)."""
+    try:
+        import torchvision
+    except ImportError as error:
+        raise ImportError(f"qnnlib.data reads datasets with torchvision, which does not import: {error}") from error
+    return torchvision
 
 
 def _load_mnist(base: Path, split: str) -> Dataset:
+    mnist_cls = _torchvision().datasets.MNIST
     raw = base / "MNIST" / "raw"
-    files = _mnist_files(raw, split)
-    if None in files:
+    # torchvision reads the four uncompressed idx files and needs all four, whatever the split.
+    if not all((raw / Path(name).stem).is_file() for name, _ in mnist_cls.resources):
         _download("MNIST", base, split)
-        files = _mnist_files(raw, split)
-    images, labels = (_read_idx(p) for p in files)
-    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return Dataset(x, y, "mnist", split, "MNIST (official)", str(raw), MNIST_CLASSES)
-
-
-# ---------------------------------------------------------------------------------------
-# CIFAR-10: official python batches in root/cifar-10-batches-py, else the JPEG copy.
-# ---------------------------------------------------------------------------------------
-
-
-def _cifar_batches(split: str):
-    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    mnist = mnist_cls(str(base), train=(split == "train"), download=False)
+    x = mnist.data.unsqueeze(1).float().div_(255.0)
+    return Dataset(x, mnist.targets.long(), "mnist", split, "MNIST (official)", str(raw), MNIST_CLASSES)
 
 
 def _load_cifar10(base: Path, split: str) -> Dataset:
-    official = base / "cifar-10-batches-py"
+    cifar_cls = _torchvision().datasets.CIFAR10
+    official = base / cifar_cls.base_folder
+    expected = dict(cifar_cls.train_list + cifar_cls.test_list)
+    expected[cifar_cls.meta["filename"]] = cifar_cls.meta["md5"]
+    present = [name for name in expected if (official / name).exists()]
     jpeg = base / "cifar10-jpeg" / split
-    have_official = all((official / b).exists() for b in _cifar_batches(split))
-    if not have_official and jpeg.is_dir():
+    if not present and jpeg.is_dir():
         warnings.warn(
             f"official CIFAR-10 not found under {base}; using the JPEG copy in {jpeg.parent}. "
             "JPEG changes pixels by a few levels out of 255: label results 'CIFAR-10 (JPEG copy)'.",
@@ -220,62 +216,87 @@ def _load_cifar10(base: Path, split: str) -> Dataset:
         )
         images, labels = _decode_jpeg_folder(jpeg)
         return _cifar_dataset(images, labels, split, "CIFAR-10 (JPEG copy)", jpeg)
-    if not have_official:
+    if len(present) < len(expected):
+        _refuse_altered(official, {name: expected[name] for name in present})
         _download("CIFAR10", base, split)
-    arrays, labels = [], []
-    for batch in _cifar_batches(split):
-        with open(official / batch, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry["labels"])
-    images = torch.from_numpy(np.concatenate(arrays))
-    return _cifar_dataset(images, torch.tensor(labels, dtype=torch.int64), split, "CIFAR-10 (official)", official)
+    try:
+        # CIFAR10 checks the md5 of all six batches and of batches.meta before unpickling any.
+        cifar = cifar_cls(str(base), train=(split == "train"), download=False)
+    except RuntimeError:
+        _refuse_altered(official, expected)
+        raise
+    images = torch.from_numpy(np.ascontiguousarray(cifar.data.transpose(0, 3, 1, 2)))
+    labels = torch.tensor(cifar.targets, dtype=torch.int64)
+    return _cifar_dataset(images, labels, split, "CIFAR-10 (official)", official)
+
+
+def _refuse_altered(folder: Path, md5s: dict) -> None:
+    """Raise :class:`DataIntegrityError` naming the files in ``folder`` whose md5 differs."""
+    check = _torchvision().datasets.utils.check_integrity
+    bad = [name for name, md5 in md5s.items() if not check(str(folder / name), md5)]
+    if bad:
+        raise DataIntegrityError(
+            f"{', '.join(bad)} in {folder} {'is' if len(bad) == 1 else 'are'} not the official CIFAR-10 "
+            "(md5 differs), so nothing was unpickled: delete the folder to download it again, or put "
+            "the official cifar-10-batches-py there"
+        )
 
 
 def _cifar_dataset(images, labels, split, identity, source) -> Dataset:
-    x = images.float().div_(255.0)
-    return Dataset(x, labels, "cifar10", split, identity, str(source), CIFAR10_CLASSES)
+    return Dataset(images.float().div_(255.0), labels, "cifar10", split, identity, str(source), CIFAR10_CLASSES)
 
 
 def _decode_jpeg_folder(folder: Path):
-    """Decode an ImageFolder tree of 32×32 JPEGs to uint8 (N, 3, 32, 32), cached on disk.
+    """Decode an ImageFolder tree of 32×32 JPEGs to uint8 (N, 3, 32, 32) and labels (N,), cached.
 
-    Class folders sorted alphabetically give the labels (for CIFAR-10 this is the official order);
-    files are sorted within a class. The cache key is the resolved folder, the file count and the
-    folders' modification times, so an edited copy is decoded again.
+    The order is ImageFolder's: class folders sorted by name give the labels (for CIFAR-10 the
+    official order), files sorted by name within a class. The cache key is a SHA-256 over every
+    (relative path, SHA-256 of the file's bytes), so any change of content is decoded again;
+    reading and hashing the files costs a fraction of decoding them.
     """
-    folder = folder.resolve()
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if tuple(classes) != CIFAR10_CLASSES:
-        raise ValueError(f"{folder} must hold the ten CIFAR-10 class folders, found {classes}")
-    files = [sorted((folder / c).glob("*.jpg")) for c in classes]
-    stamp = "|".join(f"{c}:{len(f)}:{(folder / c).stat().st_mtime_ns}" for c, f in zip(classes, files))
-    key = hashlib.sha1(f"{folder}|{stamp}".encode()).hexdigest()[:16]
-    cached = cache_dir() / "decoded" / f"cifar10-jpeg-{folder.name}-{key}.pt"
-    if cached.exists():
-        blob = torch.load(cached, weights_only=True)
-        return blob["images"], blob["labels"]
+    tv = _torchvision()
+    listing = tv.datasets.ImageFolder(str(folder), is_valid_file=lambda p: p.lower().endswith((".jpg", ".jpeg")))
+    if tuple(listing.classes) != CIFAR10_CLASSES:
+        raise ValueError(f"{folder} must hold the ten CIFAR-10 class folders, found {listing.classes}")
+    prefix = os.path.join(listing.root, "")  # samples are prefix + "<class>/<file>"; plain strings are fast here
+    key = hashlib.sha256(f"cifar10-jpeg|torchvision {tv.__version__}".encode())
+    blobs = []
+    for path, _ in listing.samples:
+        with open(path, "rb") as handle:
+            blobs.append(handle.read())
+        key.update(path[len(prefix):].replace(os.sep, "/").encode() + b"\0" + hashlib.sha256(blobs[-1]).digest())
+    labels = torch.tensor(listing.targets, dtype=torch.int64)
+    cached = cache_dir() / "decoded" / f"cifar10-jpeg-{key.hexdigest()}.npy"
+    images = _read_cache(cached, (len(blobs), 3, 32, 32))
+    if images is None:
+        # Decode as ImageFolder's default loader does (PIL, RGB), from the very bytes hashed above;
+        # torchvision.io.decode_jpeg is faster but deprecated since torchvision 0.29.
+        from PIL import Image
 
-    from PIL import Image  # torchvision's own decoder is optional; PIL ships with it anyway
+        array = np.empty((len(blobs), 32, 32, 3), dtype=np.uint8)
+        for i, blob in enumerate(blobs):
+            with Image.open(io.BytesIO(blob)) as image:
+                array[i] = np.asarray(image.convert("RGB"))
+        images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+        _write_cache(cached, images.numpy())
+    return images, labels
 
-    count = sum(len(f) for f in files)
-    images = np.empty((count, 32, 32, 3), dtype=np.uint8)
-    labels = np.empty(count, dtype=np.int64)
-    i = 0
-    for label, paths in enumerate(files):
-        for path in paths:
-            with Image.open(path) as im:
-                images[i] = np.asarray(im.convert("RGB"))
-            labels[i] = label
-            i += 1
-    images_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    labels_t = torch.from_numpy(labels)
-    # Write to a temporary name and rename, so concurrent readers never see a half-written file.
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"images": images_t, "labels": labels_t}, partial)
-    os.replace(partial, cached)
-    return images_t, labels_t
+
+def _read_cache(path: Path, shape: tuple):
+    """The cached uint8 array as a tensor, or None when absent or not of ``shape`` (never unpickled)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return torch.from_numpy(array) if array.dtype == np.uint8 and array.shape == shape else None
+
+
+def _write_cache(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as .npy under a temporary name, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(handle.name, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,20 +304,32 @@ def _decode_jpeg_folder(folder: Path):
 # ---------------------------------------------------------------------------------------
 
 _WHERE = {
-    "MNIST": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
-    "CIFAR10": "cifar-10-batches-py/ (the official python version), or an ImageFolder copy in cifar10-jpeg/{train,test}/<class>/",
+    "MNIST": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (all four, plain or the official .gz)",
+    "CIFAR10": "cifar-10-batches-py/ (official python version), or a copy in cifar10-jpeg/{train,test}/<class>/*.jpg",
 }
 
 
-def _download(kind: str, base: Path, split: str) -> None:
-    try:
-        import torchvision.datasets as tvd
+def _fetch(kind: str, base: Path, split: str) -> None:
+    """Download (or unpack an already downloaded official archive) with md5 checks."""
+    datasets = _torchvision().datasets
+    if kind == "MNIST":
+        # Four .gz files, each md5-checked, then gunzipped (no archive to unpack).
+        datasets.MNIST(str(base), train=(split == "train"), download=True)
+        return
+    cifar = datasets.CIFAR10
+    datasets.utils.download_url(cifar.url, str(base), cifar.filename, cifar.tgz_md5)
+    # torchvision's own extraction passes no filter; "data" refuses links and paths outside base.
+    with tarfile.open(base / cifar.filename, "r:gz") as archive:
+        archive.extractall(base, filter="data")
 
-        getattr(tvd, kind)(root=str(base), train=(split == "train"), download=True)
-    except Exception as error:  # no internet, no torchvision, a broken mirror: one message for all
+
+def _download(kind: str, base: Path, split: str) -> None:
+    _torchvision()  # an ImportError is raised as itself, not as a failed download
+    try:
+        _fetch(kind, base, split)
+    except Exception as error:  # no internet, a broken mirror, a full disk: one message for all
         raise FileNotFoundError(
-            f"{kind} ({split}) is not under {base} and could not be downloaded "
-            f"({type(error).__name__}: {error}). Put the files at {base}/{_WHERE[kind]}, "
-            "or point the environment variable QNNLIB_DATA (or the root argument) at a folder "
-            "that holds them."
+            f"{kind} ({split}) is not under {base} and could not be downloaded ({type(error).__name__}: "
+            f"{error}). Put the files at {base}/{_WHERE[kind]}, or point the environment variable "
+            "QNNLIB_DATA (or the root argument) at a folder that holds them."
         ) from None
