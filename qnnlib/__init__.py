@@ -33,3 +33,13 @@ def fast_mode() -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"QNNLIB_FAST must be one of 1/true/yes/on or 0/false/no/off, got {value!r}")
+
+
+def __getattr__(name):
+    # The estimator's warning, importable as qnnlib.UnreliableEstimateWarning without making
+    # `import qnnlib` load torch.
+    if name == "UnreliableEstimateWarning":
+        from .uncertainty import UnreliableEstimateWarning
+
+        return UnreliableEstimateWarning
+    raise AttributeError(f"module 'qnnlib' has no attribute {name!r}")

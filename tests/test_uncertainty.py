@@ -105,7 +105,8 @@ def test_narrow_centred_gaussian_reaches_one_half(sigma):
     # B = (½)ψ²(1) + (½)ψ²(0) = e^{−1/(8σ²)} / (σ√(2π)) ≤ 2e-8, and equality in Cauchy–Schwarz
     # makes the product (1 − B)/2. The Gauss rule (≥ 24 nodes per σ) is exact to rounding.
     expected_b = math.exp(-1 / (8 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
-    assert float(m.boundary) == pytest.approx(expected_b, rel=1e-6, abs=1e-15)
+    # B = 1 + 2·(≈ −½) cancels to a few ulps of 1 (≈ 1e-15) where the exact B is tinier still.
+    assert float(m.boundary) == pytest.approx(expected_b, rel=1e-6, abs=1e-14)
     assert float(m.product) == pytest.approx((1 - expected_b) / 2, abs=1e-12)
     assert float(m.product) == pytest.approx(0.5, abs=1e-7)
     assert float(m.dx) == pytest.approx(sigma, rel=1e-6)
@@ -432,3 +433,40 @@ def test_boundary_term_is_non_negative_on_an_interval():
     # B = (b − <x>)ψ(b)² + (<x> − a)ψ(a)² ≥ 0 since a ≤ <x> ≤ b.
     for amplitude in (sine, constant, gaussian(0.2, 0.3), lambda x: torch.cosh(8 * (x[:, 0] - 0.5))):
         assert float(grid_moments(amplitude, (1,), points_per_dim=100).boundary) > -1e-12
+
+
+# ---------------------------------------------------------------------------------------
+# Bugs a weaker suite let through (each test below fails on the bug named, planted by hand)
+# ---------------------------------------------------------------------------------------
+
+
+def test_wave_function_grid_gradient_has_the_right_axes_on_a_non_square_grid():
+    # l = e^{x₁}(1 + 3x₂²) is not symmetric in x₁ ↔ x₂ and the grid is 30 × 45, so a gradient
+    # reshaped without the transpose (or with its two axes swapped) cannot match.
+    def amplitude(x):
+        return torch.exp(x[:, 0]) * (1 + 3 * x[:, 1] ** 2)
+
+    (n1, n2), psi, grad = wave_function_grid(amplitude, points_per_dim=(30, 45), dtype=torch.float64)
+    a, b = torch.meshgrid(n1, n2, indexing="ij")
+    l = torch.exp(a) * (1 + 3 * b**2)
+    norm = float(l[0, 0] / psi[0, 0])
+    assert psi.shape == (30, 45) and grad.shape == (2, 30, 45)
+    assert torch.allclose(psi * norm, l, rtol=1e-12)
+    assert torch.allclose(grad[0] * norm, l, rtol=1e-12)  # ∂₁l = l
+    assert torch.allclose(grad[1] * norm, torch.exp(a) * 6 * b, rtol=1e-12)  # ∂₂l = 6x₂e^{x₁}
+    nodes, psi, square = wave_function_grid(amplitude, points_per_dim=30, dtype=torch.float64)
+    a, b = torch.meshgrid(nodes, nodes, indexing="ij")
+    norm = float(torch.exp(a[0, 0]) * (1 + 3 * b[0, 0] ** 2) / psi[0, 0])
+    assert nodes.shape == (30,) and square.shape == (2, 30, 30)
+    assert torch.allclose(square[1] * norm, torch.exp(a) * 6 * b, rtol=1e-12)
+
+
+def test_lower_bound_is_the_absolute_value_when_b_exceeds_one():
+    # ψ ∝ cosh(a(x − ½)) piles up at both faces: ∫cosh² = ½ + sinh(a)/(2a) on [0, 1], so
+    # B = ½ψ²(1) + ½ψ²(0) = cosh²(a/2) / (½ + sinh(a)/(2a)) ≈ 7.97 for a = 8: the bound is (B − 1)/2.
+    a = 8.0
+    m = grid_moments(lambda x: torch.cosh(a * (x[:, 0] - 0.5)), (1,), points_per_dim=100)
+    b = math.cosh(a / 2) ** 2 / (0.5 + math.sinh(a) / (2 * a))
+    assert float(m.boundary) == pytest.approx(b, rel=1e-10)
+    assert float(m.lower_bound) == pytest.approx((b - 1) / 2, rel=1e-10)
+    assert bool(m.meets_bound.all()) and float(m.product) >= (b - 1) / 2

@@ -29,7 +29,9 @@ never noise.
 The package is split by concept; everything is importable from ``qnnlib.uncertainty``:
 
 * :mod:`.wave_function` — amplitudes: :func:`neural_amplitude`, l and ∇l in one backward pass;
-* :mod:`.estimator` — the weighted sums, the ratios and their jackknife errors (:class:`Moments`);
+* :mod:`.estimator` — the weighted sums (in the log domain), the ratios, their jackknife
+  bias corrections and standard errors (:class:`Moments`, :func:`jackknife`);
+* :mod:`.diagnostics` — effective sample sizes, Pareto k̂ and :class:`UnreliableEstimateWarning`;
 * :mod:`.monte_carlo` — :func:`moments` (uniform or scrambled Sobol points) for any amplitude
   ``X ↦ l(X) ≥ 0``; :func:`neural_moments`, :func:`mean_neural_moments` for a model's cross-entropy;
 * :mod:`.grid` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
@@ -38,7 +40,14 @@ The package is split by concept; everything is importable from ``qnnlib.uncertai
 """
 
 from .boundary import face_boundary_terms
-from .estimator import BOUND_RTOL, FORMS, Moments
+from .diagnostics import (
+    ESS_MIN,
+    KHAT_MAX,
+    UnreliableEstimateWarning,
+    effective_sample_size,
+    pareto_khat,
+)
+from .estimator import BOUND_RTOL, FORMS, Moments, combine_stderr, jackknife
 from .grid import RULES, grid_moments, quadrature_nodes, wave_function_grid
 from .monte_carlo import (
     SAMPLERS,
@@ -50,10 +59,11 @@ from .monte_carlo import (
     moments,
     neural_moments,
 )
-from .wave_function import Amplitude, neural_amplitude
+from .wave_function import Amplitude, log_cross_entropy, neural_amplitude
 
 __all__ = [
-    "Amplitude", "BOUND_RTOL", "ClassMean", "FORMS", "Moments", "RULES", "SAMPLERS", "SOBOL_MAX_DIM",
-    "default_batch_size", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
+    "Amplitude", "BOUND_RTOL", "ClassMean", "ESS_MIN", "FORMS", "KHAT_MAX", "Moments", "RULES", "SAMPLERS",
+    "SOBOL_MAX_DIM", "UnreliableEstimateWarning", "combine_stderr", "default_batch_size", "effective_sample_size",
+    "jackknife", "log_cross_entropy", "pareto_khat", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
     "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "wave_function_grid",
 ]

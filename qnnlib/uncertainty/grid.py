@@ -7,48 +7,21 @@ estimator is tested against (SPEC §3).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import torch
 
 from .estimator import Moments, _finish, _Sums
-from .wave_function import Amplitude, _check_box, _check_positive_int, _check_shape, _evaluate
+from .wave_function import Amplitude, _check_box, _check_positive_int, _check_shape, _evaluate, _evaluate_log
 
 RULES = ("gauss", "midpoint")
-
-
-@functools.lru_cache(maxsize=16)
-def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Legendre nodes and weights on [−1, 1] by Newton's method on P_n (O(n²), no LAPACK).
-
-    Starts from the classical estimate cos(π(k − ¼)/(n + ½)) and polishes with the three-term
-    recurrence; converged to rounding after a handful of steps for any n.
-    """
-    k = np.arange(1, n + 1)
-    t = np.cos(np.pi * (k - 0.25) / (n + 0.5))
-    for _ in range(100):
-        p_prev, p = np.ones_like(t), t.copy()
-        for j in range(2, n + 1):
-            p_prev, p = p, ((2 * j - 1) * t * p - (j - 1) * p_prev) / j
-        derivative = n * (t * p - p_prev) / (t * t - 1)
-        step = p / derivative
-        t = t - step
-        if np.max(np.abs(step)) < 1e-15:
-            break
-    # Recompute P_{n−1} and P_n' at the converged nodes for the weights 2 / ((1 − t²) P_n'²).
-    p_prev, p = np.ones_like(t), t.copy()
-    for j in range(2, n + 1):
-        p_prev, p = p, ((2 * j - 1) * t * p - (j - 1) * p_prev) / j
-    derivative = n * (t * p - p_prev) / (t * t - 1)
-    return t[::-1].copy(), (2 / ((1 - t * t) * derivative**2))[::-1].copy()
 
 
 def quadrature_nodes(points: int, low: float, high: float, rule: str = "gauss"):
     """Nodes and weights of a 1-D rule on [low, high]: Gauss–Legendre or midpoint (float64)."""
     if rule == "gauss":
-        t, w = _gauss_legendre(points)
+        t, w = np.polynomial.legendre.leggauss(points)  # ascending nodes on [−1, 1]
         nodes = low + (high - low) * (t + 1.0) / 2.0
         weights = w * (high - low) / 2.0
     elif rule == "midpoint":
@@ -97,29 +70,36 @@ def grid_moments(
     sums = _Sums(1, m, centre=(low + high) / 2)
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
-        l, g = _evaluate(amplitude, xb.reshape(-1, *shape).to(dtype))
-        sums.add([xb.shape[0]], l, xb, g, q[start:start + batch_size])
+        log_l, g, scale, n_tiny, tiny = _evaluate_log(amplitude, xb.reshape(-1, *shape).to(dtype))
+        sums.add([xb.shape[0]], log_l, xb, g, scale, q[start:start + batch_size], n_tiny=n_tiny, tiny=tiny)
     return _finish(sums, shape, x.shape[0], "grid")
 
 
-def wave_function_grid(amplitude: Amplitude, *, points_per_dim: int, low: float = 0.0, high: float = 1.0,
+def wave_function_grid(amplitude: Amplitude, *, points_per_dim, low: float = 0.0, high: float = 1.0,
                        dtype: torch.dtype = torch.float32):
     """ψ and ∇ψ of a 2-D amplitude on a midpoint grid, normalised so that ∫ψ² ≈ 1 (Chapter 3).
 
-    Returns ``(nodes, psi, grad)``: nodes (n,) float64 (the same in both coordinates), psi (n, n)
-    with psi[i, j] = ψ(nodes[i], nodes[j]), grad (2, n, n) = (∂ψ/∂x₁, ∂ψ/∂x₂), all float64.
-    The normalisation N² = ∫ l² uses the same midpoint grid.
+    ``points_per_dim``: n (an n × n grid) or a pair (n₁, n₂), n₁ nodes along x₁ and n₂ along x₂.
+    Returns ``(nodes, psi, grad)``: nodes (n,) float64 for an int n (the same in both
+    coordinates), or the pair (nodes₁ (n₁,), nodes₂ (n₂,)); psi (n₁, n₂) with
+    psi[i, j] = ψ(nodes₁[i], nodes₂[j]); grad (2, n₁, n₂) = (∂ψ/∂x₁, ∂ψ/∂x₂) at the same nodes;
+    all float64. The normalisation N² = ∫ l² uses the same midpoint grid.
     """
-    points = _check_positive_int("points_per_dim", points_per_dim, 2)
+    pair = not isinstance(points_per_dim, int)
+    counts = tuple(points_per_dim) if pair else (points_per_dim, points_per_dim)
+    if len(counts) != 2:
+        raise ValueError(f"points_per_dim must be an int or a pair of ints, got {points_per_dim!r}")
+    counts = tuple(_check_positive_int("points_per_dim", n, 2) for n in counts)
     low, high = _check_box(low, high)
-    nodes, weights = quadrature_nodes(points, low, high, "midpoint")
-    a, b = torch.meshgrid(nodes, nodes, indexing="ij")
+    (nodes1, weights1), (nodes2, weights2) = (quadrature_nodes(n, low, high, "midpoint") for n in counts)
+    a, b = torch.meshgrid(nodes1, nodes2, indexing="ij")
     x = torch.stack([a.flatten(), b.flatten()], 1)
     l, g = _evaluate(amplitude, x.to(dtype))
     l, g = l.double(), g.double()
-    norm = torch.sqrt((l**2).sum() * weights[0] ** 2)
+    norm = torch.sqrt((l**2).sum() * weights1[0] * weights2[0])
     if not norm > 0:
         raise ValueError("amplitude is zero at every grid point: ψ cannot be normalised")
-    psi = (l / norm).reshape(points, points)
-    grad = (g / norm).T.reshape(2, points, points)
-    return nodes, psi, grad
+    psi = (l / norm).reshape(counts)
+    # g is (n₁·n₂, 2), rows in the meshgrid's order: coordinate first, then the grid.
+    grad = (g / norm).T.reshape(2, *counts)
+    return (nodes1, nodes2) if pair else nodes1, psi, grad

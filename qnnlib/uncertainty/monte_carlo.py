@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .estimator import FORMS, Moments, _finish, _Sums
+from .diagnostics import UnreliableEstimateWarning
+from .estimator import FORMS, Moments, _finish, _Sums, combine_stderr
 from .wave_function import (
     Amplitude,
     _check_box,
     _check_positive_int,
     _check_shape,
-    _evaluate,
+    _evaluate_log,
     _model_dtype_device,
     _num_classes,
     _one_thread,
@@ -99,8 +101,18 @@ def moments(
     scrambled Sobol sequence (randomised QMC with K replicates), so its error bars are honest
     too; Sobol sequences are most even when N/K is a power of two.
 
+    Weights: log w = 2 log l is accumulated relative to its running maximum (see
+    :mod:`.estimator`), so the ratios do not depend on the scale of l; an amplitude with a ``log``
+    attribute (X ↦ log l, as :func:`neural_amplitude` has) is evaluated through it, which keeps
+    losses far below the dtype's resolution exact.
+
+    Diagnostics (SPEC §7): ``ess``, ``ess_p``, ``khat_w``, ``khat_p`` of the result; when one
+    fails (ESS < ``ESS_MIN`` = 100 or k̂ > ``KHAT_MAX`` = 0.7) an :class:`UnreliableEstimateWarning`
+    is issued and the estimate is still returned.
+
     Returns a :class:`Moments`. Raises ``ValueError`` for bad arguments and for an amplitude of
-    the wrong shape, negative, non-finite, or zero at every sample.
+    the wrong shape, negative, non-finite, zero at every sample, or underflowing in its dtype so
+    far that the lost values could matter.
     """
     shape = _check_shape(input_shape)
     n = _check_positive_int("n_samples", n_samples, 2)
@@ -120,7 +132,7 @@ def moments(
         seeds = torch.randint(0, 2**62, (k,), generator=generator).tolist()
         with _one_thread():
             engines = [torch.quasirandom.SobolEngine(m, scramble=True, seed=s) for s in seeds]
-    sums = _Sums(k, m, centre=(low + high) / 2)
+    sums = _Sums(k, m, centre=(low + high) / 2, n_total=n)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         # How many of points start..start+b−1 fall in each group (n mod K), in group order.
@@ -137,9 +149,15 @@ def moments(
                 x = x.contiguous(memory_format=torch.channels_last)
         if device is not None:
             x = x.to(device)
-        l, g = _evaluate(amplitude, x)
-        sums.add(counts.tolist(), l.cpu(), x.cpu(), g.cpu())
-    return _finish(sums, shape, n, sampler)
+        log_l, g, scale, n_tiny, tiny = _evaluate_log(amplitude, x)
+        sums.add(counts.tolist(), log_l.cpu(), x.cpu(), g.cpu(), scale.cpu(), n_tiny=n_tiny, tiny=tiny)
+    result = _finish(sums, shape, n, sampler)
+    reasons = result.unreliable
+    if reasons:
+        warnings.warn(f"unreliable estimate from {n} points: {'; '.join(reasons)} (SPEC §7); draw more "
+                      "samples or read the estimate and its error bar as indicative only",
+                      UnreliableEstimateWarning, stacklevel=2)
+    return result
 
 
 def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Moments:
@@ -178,9 +196,11 @@ def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Mom
 class ClassMean:
     """Mean over classes of the class-wise aggregates Δx[Y], Δp[Y] (the paper's CIFAR-10 figures).
 
-    ``dx = mean_Y Δx[Y]`` in the given ``form``; the standard errors combine the per-class
-    jackknife errors as independent (each class uses its own points). ``per_class`` holds the
-    :class:`Moments` of every class, in label order.
+    ``dx = mean_Y Δx[Y]`` in the given ``form`` (plain ratios); ``dx_jk = mean_Y Δx_J[Y]`` of
+    the jackknife-corrected aggregates (:meth:`Moments.aggregate_jk`). The standard errors, of
+    both, combine the per-class jackknife errors as independent (each class uses its own points):
+    sqrt(Σ_Y se_Y²) / n_classes (:func:`~qnnlib.uncertainty.combine_stderr`). ``per_class``
+    holds the :class:`Moments` of every class, in label order.
     """
 
     dx: float
@@ -189,6 +209,8 @@ class ClassMean:
     dp_stderr: float
     form: str
     per_class: tuple
+    dx_jk: float = math.nan
+    dp_jk: float = math.nan
 
 
 def mean_aggregate(per_class, form: str = "paper") -> ClassMean:
@@ -197,11 +219,11 @@ def mean_aggregate(per_class, form: str = "paper") -> ClassMean:
     if not per_class:
         raise ValueError("per_class must hold at least one Moments")
     values = np.array([m.aggregate(form) for m in per_class])
+    corrected = np.array([m.aggregate_jk(form) for m in per_class])
     errors = np.array([m.aggregate_stderr(form) for m in per_class])
-    n = len(per_class)
-    mean = values.mean(0)
-    stderr = np.sqrt((errors**2).sum(0)) / n
-    return ClassMean(float(mean[0]), float(mean[1]), float(stderr[0]), float(stderr[1]), form, per_class)
+    mean, mean_jk = values.mean(0), corrected.mean(0)
+    return ClassMean(float(mean[0]), float(mean[1]), combine_stderr(errors[:, 0]), combine_stderr(errors[:, 1]),
+                     form, per_class, float(mean_jk[0]), float(mean_jk[1]))
 
 
 def mean_neural_moments(model: torch.nn.Module, input_shape, *, form: str = "paper", **kw) -> ClassMean:

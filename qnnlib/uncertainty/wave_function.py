@@ -66,6 +66,46 @@ def _evaluate(amplitude: Amplitude, x: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 
+def _evaluate_log(amplitude: Amplitude, x: torch.Tensor):
+    """log l (B,) float64, a gradient ``grad`` (B, ...) and ``scale`` (B,) float64 with
+    ∇ log l = scale · grad, plus the number of underflowed rows and the dtype's ``tiny``.
+
+    If ``amplitude`` has a callable attribute ``log`` (a *log form*, X ↦ log l(X), as
+    :func:`neural_amplitude` provides), log l and ∇ log l come from it directly (scale = 1):
+    values far below the dtype's range (a confident network's loss e^{−100} in float32) stay
+    exact. Otherwise l and g = ∇l come from :func:`_evaluate` and log l = log l, scale = 1/l
+    (0 where l = 0: such points carry no weight).
+    """
+    log_form = getattr(amplitude, "log", None)
+    if not callable(log_form):
+        l, g = _evaluate(amplitude, x)
+        tiny = torch.finfo(l.dtype).tiny
+        l64 = l.to(torch.float64)
+        scale = torch.where(l64 > 0, 1.0 / l64, torch.zeros_like(l64))
+        return l64.log(), g, scale, int((l < tiny).sum()), tiny
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        log_l = log_form(x)
+    if not isinstance(log_l, torch.Tensor) or not log_l.is_floating_point():
+        raise ValueError("amplitude.log must return a real floating-point tensor")
+    if log_l.shape != (x.shape[0],):
+        raise ValueError(f"amplitude.log must map a batch {tuple(x.shape)} to shape ({x.shape[0]},), "
+                         f"got {tuple(log_l.shape)}")
+    if bool(torch.isnan(log_l).any() or (log_l == math.inf).any()):
+        raise ValueError("amplitude.log returned nan or +inf (−inf, for l = 0, is allowed)")
+    finite = torch.isfinite(log_l)
+    g = None
+    if log_l.requires_grad:
+        (g,) = torch.autograd.grad(torch.where(finite, log_l, 0.0).sum(), x, allow_unused=True)
+    if g is None:
+        g = torch.zeros_like(x)
+    else:
+        g = torch.where(finite.reshape(-1, *[1] * (x.ndim - 1)), g, 0.0)
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError("amplitude.log has non-finite gradients")
+    return log_l.detach().to(torch.float64), g, torch.ones(x.shape[0], dtype=torch.float64), 0, 0.0
+
+
 def _check_shape(input_shape) -> tuple[int, ...]:
     try:
         shape = tuple(operator.index(s) for s in input_shape)
@@ -96,11 +136,33 @@ def _check_positive_int(name: str, value, minimum: int) -> int:
 
 
 
+def log_cross_entropy(logits: torch.Tensor, label: int) -> torch.Tensor:
+    """log CE(logits, Y) per row, exact even where the loss is far below the dtype's resolution.
+
+    CE = log(1 + Σ_{k≠Y} e^{z_k − z_Y}) = softplus(a), a = logsumexp_{k≠Y}(z_k − z_Y); computed as
+    logits − logsumexp it rounds to 0 once CE < ε·|z| (ε the dtype's epsilon: CE < 1e-5 for
+    float32 logits of size 100), whereas log softplus(a) = a + O(e^a) for a < log ε keeps every
+    digit. ``logits`` (B, K) → (B,), same dtype; −inf only for K = 1.
+    """
+    z = logits - logits[:, label:label + 1]
+    others = torch.ones_like(z, dtype=torch.bool)
+    others[:, label] = False
+    a = z.masked_fill(~others, -math.inf).logsumexp(1)
+    cut = math.log(torch.finfo(logits.dtype).eps)
+    # Both branches are evaluated: the clamp keeps the unused one finite, so its zero gradient
+    # cannot turn into 0·∞ = nan. logaddexp(a, 0) = log(1 + e^a) exactly (F.softplus turns
+    # linear above a = 20, a relative error of e^{−20}).
+    a_cut = a.clamp_min(cut)
+    return torch.where(a < cut, a, torch.logaddexp(a_cut, torch.zeros_like(a_cut)).log())
+
+
 def neural_amplitude(model: torch.nn.Module, label: int) -> Amplitude:
     """X ↦ l_Y(X) = CE(model(X), Y) per sample: the unnormalised neural wave function (SPEC §1).
 
     ψ_Y ∝ the loss itself — not exp(−l), not sqrt(l). The model must return logits (B, K);
-    it is used as it is (put it in eval mode; :func:`neural_moments` does).
+    it is used as it is (put it in eval mode; :func:`neural_moments` does). The returned callable
+    also has an attribute ``log``, X ↦ log l_Y(X) by :func:`log_cross_entropy`, which the
+    estimators use: it stays exact where the network is so confident that l underflows.
     """
 
     def amplitude(x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +170,10 @@ def neural_amplitude(model: torch.nn.Module, label: int) -> Amplitude:
         target = torch.full((x.shape[0],), label, dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, target, reduction="none")
 
+    def log_amplitude(x: torch.Tensor) -> torch.Tensor:
+        return log_cross_entropy(model(x), label)
+
+    amplitude.log = log_amplitude
     return amplitude
 
 
