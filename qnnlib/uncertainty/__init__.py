@@ -36,10 +36,11 @@ The package is split by concept; everything is importable from ``qnnlib.uncertai
   ``X ↦ l(X) ≥ 0``; :func:`neural_moments`, :func:`mean_neural_moments` for a model's cross-entropy;
 * :mod:`.grid` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
   dimensions, the reference the Monte Carlo estimator is tested against; :func:`wave_function_grid`;
-* :mod:`.boundary` — the boundary terms B_i from the faces of Ω (:func:`face_boundary_terms`).
+* :mod:`.boundary` — the boundary terms B_i from the faces of Ω: :func:`face_boundary_terms`
+  (quadrature, 1–2 inputs) and :func:`face_boundary_mc` (Monte Carlo, any number of inputs).
 """
 
-from .boundary import face_boundary_terms
+from .boundary import FaceBoundary, face_boundary_mc, face_boundary_terms
 from .diagnostics import (
     ESS_MIN,
     KHAT_MAX,
@@ -64,6 +65,7 @@ from .wave_function import Amplitude, log_cross_entropy, neural_amplitude
 __all__ = [
     "Amplitude", "BOUND_RTOL", "ClassMean", "ESS_MIN", "FORMS", "KHAT_MAX", "Moments", "RULES", "SAMPLERS",
     "SOBOL_MAX_DIM", "UnreliableEstimateWarning", "combine_stderr", "default_batch_size", "effective_sample_size",
+    "FaceBoundary", "face_boundary_mc",
     "jackknife", "log_cross_entropy", "pareto_khat", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
     "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "wave_function_grid",
 ]

@@ -102,6 +102,11 @@ class Moments:
         "uniform", "sobol" or "grid"
     dx_replicates, dp_replicates
         ``(K, *input_shape)`` jackknife replicates of Δx and Δp
+    log_norm2
+        log of the estimate of N_Y² = ∫_Ω l² dX (Monte Carlo: |Ω| · mean of w), for the face
+        form of B_i (:func:`~qnnlib.uncertainty.face_boundary_mc`)
+    box
+        (low, high), the box Ω = [low, high]^M of the estimate
     """
 
     mean_x: torch.Tensor
@@ -129,6 +134,8 @@ class Moments:
     ess_p: float = math.nan
     khat_w: float = math.nan
     khat_p: float = math.nan
+    log_norm2: float = math.nan
+    box: tuple = None
 
     @property
     def product(self) -> torch.Tensor:
@@ -318,12 +325,13 @@ def _estimates(w: torch.Tensor, s: torch.Tensor, centre: float):
     return mean_xc + centre, dx, mean_p, dp, boundary
 
 
-def _finish(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str) -> Moments:
+def _finish(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str, box: tuple) -> Moments:
+    """The :class:`Moments` of the sums; Monte Carlo (``sampler`` ≠ "grid") scales N² by the box volume."""
     with _one_thread():
-        return _finish_sums(sums, input_shape, n_samples, sampler)
+        return _finish_sums(sums, input_shape, n_samples, sampler, box)
 
 
-def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str) -> Moments:
+def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str, box: tuple) -> Moments:
     total_w, total_s = sums.w.sum(0), sums.s.sum(0)
     if not total_w > 0:
         raise ValueError("amplitude is zero at every sample: ψ cannot be normalised")
@@ -349,6 +357,9 @@ def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str) 
         return t.reshape(shape)
 
     total_v = sums.v.sum()
+    log_norm2 = sums.shift + math.log(total_w)
+    if sampler != "grid":  # N² = |Ω| · mean w; quadrature weights already carry the volume
+        log_norm2 += math.prod(shape) * math.log(box[1] - box[0]) - math.log(n_samples)
     return Moments(
         mean_x=r(mean_x), dx=r(dx), mean_p=r(mean_p), dp=r(dp), boundary=r(boundary),
         dx_stderr=r(jk[1][1]), dp_stderr=r(jk[3][1]), boundary_stderr=r(jk[4][1]), product_stderr=r(jk[5][1]),
@@ -363,4 +374,6 @@ def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str) 
         ess_p=float(total_v**2 / sums.vv.sum()) if total_v > 0 else math.nan,
         khat_w=_khat_from_top(sums.top_w, n_samples) if sums.keep else math.nan,
         khat_p=_khat_from_top(sums.top_v, n_samples) if sums.keep else math.nan,
+        log_norm2=log_norm2,
+        box=(float(box[0]), float(box[1])),
     )

@@ -72,7 +72,7 @@ def grid_moments(
         xb = x[start:start + batch_size]
         log_l, g, scale, n_tiny, tiny = _evaluate_log(amplitude, xb.reshape(-1, *shape).to(dtype))
         sums.add([xb.shape[0]], log_l, xb, g, scale, q[start:start + batch_size], n_tiny=n_tiny, tiny=tiny)
-    return _finish(sums, shape, x.shape[0], "grid")
+    return _finish(sums, shape, x.shape[0], "grid", (low, high))
 
 
 def wave_function_grid(amplitude: Amplitude, *, points_per_dim, low: float = 0.0, high: float = 1.0,

@@ -151,7 +151,7 @@ def moments(
             x = x.to(device)
         log_l, g, scale, n_tiny, tiny = _evaluate_log(amplitude, x)
         sums.add(counts.tolist(), log_l.cpu(), x.cpu(), g.cpu(), scale.cpu(), n_tiny=n_tiny, tiny=tiny)
-    result = _finish(sums, shape, n, sampler)
+    result = _finish(sums, shape, n, sampler, (low, high))
     reasons = result.unreliable
     if reasons:
         warnings.warn(f"unreliable estimate from {n} points: {'; '.join(reasons)} (SPEC §7); draw more "
