@@ -70,3 +70,9 @@ def test_constraints_drop_the_packages_colab_has_in_other_versions(tmp_path):
     text = colab_check._constraints(tmp_path).read_text()
     assert "ipywidgets==" not in text and "widgetsnbextension==" not in text and "pandas==" not in text
     assert "torch==" in text and "numpy==" in text
+
+
+def test_the_training_marker_is_the_line_qnnlib_prints_when_it_trains():
+    from qnnlib import experiments
+
+    assert colab_check.TRAINING_MARKER == experiments.TRAINING_MARKER

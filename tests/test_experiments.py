@@ -287,8 +287,8 @@ def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(t
     # chapters' install cell. A file:// URL stands in for the repository's raw files.
     upstream = tmp_path / "upstream"
     upstream.mkdir()
-    for suffix in experiments.RECORDED_SUFFIXES:
-        source = experiments.RESULTS_DIR / f"mnist-cnn3{suffix}"
+    for suffix in experiments.RECORDED_SUFFIXES + ("SHA256SUMS",):
+        source = experiments.RESULTS_DIR / (f"mnist-cnn3{suffix}" if suffix.startswith(".") else suffix)
         if not source.exists():
             pytest.skip(f"{source.name} is not recorded")
         (upstream / source.name).write_bytes(source.read_bytes())
@@ -296,13 +296,14 @@ def test_recorded_runs_are_fetched_from_the_results_url_when_not_in_a_checkout(t
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(experiments.RESULTS_URL_ENV, upstream.as_uri())
     run = experiments.recorded("mnist-cnn3")
-    assert run.path == tmp_path / "cache" / "qnnlib" / "results" / "mnist-cnn3.json"
+    assert run.path.parent.parent == tmp_path / "cache" / "qnnlib" / "results" and run.path.name == "mnist-cnn3.json"
     assert run.record == results.read_results(upstream / "mnist-cnn3.json") and run.snapshots
     assert isinstance(experiments.final_model(run), torch.nn.Module)
     assert experiments.load_or_run("mnist-cnn3", fast=False).path == run.path  # no training
-    # Nothing upstream: a warning, then the usual clear error.
+    # Nothing upstream: a warning, then one line saying what to run (tests/test_recorded.py has more).
     monkeypatch.setenv(experiments.RESULTS_URL_ENV, (tmp_path / "nowhere").as_uri())
-    with pytest.warns(UserWarning, match="could not download"), pytest.raises(FileNotFoundError, match="QNNLIB_RESULTS_URL"):
+    with pytest.warns(UserWarning, match="no usable SHA256SUMS"), \
+            pytest.raises(experiments.RecordedRunUnavailable, match="python -m qnnlib run cifar-cnn4"):
         experiments.recorded("cifar-cnn4")
 
 

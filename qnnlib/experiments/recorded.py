@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import urllib.request
-import warnings
+import hashlib
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from .. import results
+from .. import manifest, source
+from ..data import cache_dir
 from .configs import CONFIGS, MODELS, RESULTS_DIR, RUNS_DIR, make_config
 from .runner import run
 
@@ -47,63 +49,127 @@ def _recorded(path: Path) -> RecordedRun:
     return RecordedRun(record, load_snapshots(path) if npz.exists() else {}, path)
 
 
-RESULTS_URL_ENV = "QNNLIB_RESULTS_URL"
+RESULTS_URL_ENV = source.RESULTS_URL_ENV
 RECORDED_SUFFIXES = (".json", ".npz", ".weights.pt")
+# Printed (stderr) whenever the book starts training: `make colab-check` fails a chapter that shows it.
+TRAINING_MARKER = "qnnlib: training"
+# Wall time of each recorded run, in minutes, and where it was measured (tests/test_recorded.py
+# checks them against book/results): what a reader is told before computing a run themselves.
+RECORDED_MINUTES = {"mnist-cnn3": 25, "cifar-cnn4": 206, "cifar-resnet8": 204}
+RECORDED_ON = "a CPU with 1–2 threads"
+# Why a recorded run could not be read (name → reason), for the one-line error.
+_unavailable: dict[str, str] = {}
+
+
+class RecordedRunUnavailable(RuntimeError):
+    """A chapter needs a recorded run that cannot be read, and will not train it unasked.
+
+    Its message is one line saying what to run and how long that takes; Jupyter shows that line
+    alone, without a traceback.
+    """
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
+def in_checkout() -> bool:
+    """True when qnnlib runs from a clone of the repository (``book/results/`` beside it)."""
+    return RESULTS_DIR.is_dir()
 
 
 def _recorded_path(name: str) -> Path:
     """Where the recorded run ``name`` is: ``book/results/`` of a repository checkout, else a
-    downloaded copy.
+    verified downloaded copy, else ``runs/NAME.json`` of the working folder (a run the reader made).
 
-    A pip-installed qnnlib (Colab) has no ``book/results/``; the chapters' install cell then sets
-    ``QNNLIB_RESULTS_URL`` to the repository's ``book/results`` folder (raw files), and the
-    recorded files are fetched once into ``~/.cache/qnnlib/results``. Without the variable, or if
-    the download fails, the local path is returned (absent: the caller runs or reports).
+    A pip-installed qnnlib (Colab) has no ``book/results/``; it downloads the recorded files from
+    :func:`qnnlib.source.results_url` (``$QNNLIB_RESULTS_URL``, else the repository at the commit
+    qnnlib was installed from) into ``~/.cache/qnnlib/results/``, and uses them only if they match
+    the ``SHA256SUMS`` published with them (:mod:`qnnlib.manifest`). When nothing is found, the
+    local path is returned (absent: the caller reports, or in a checkout runs).
     """
     local = RESULTS_DIR / f"{name}.json"
-    base = os.environ.get(RESULTS_URL_ENV)
-    if local.exists() or not base:
+    if local.exists() or in_checkout():
         return local
-    from ..data import cache_dir
+    base = source.results_url()
+    if base:
+        folder = cache_dir() / "results" / hashlib.sha256(base.encode()).hexdigest()[:16]
+        got = manifest.fetch(base, [name + suffix for suffix in RECORDED_SUFFIXES], folder)
+        if f"{name}.json" in got:
+            return got[f"{name}.json"]
+        _unavailable[name] = f"not available from {base}"
+    else:
+        _unavailable[name] = f"no results URL: set {RESULTS_URL_ENV}, or install qnnlib from its GitHub repository"
+    mine = RUNS_DIR / f"{name}.json"
+    return mine if mine.exists() else local
 
-    folder = cache_dir() / "results"
-    folder.mkdir(parents=True, exist_ok=True)
-    for suffix in RECORDED_SUFFIXES:
-        target = folder / f"{name}{suffix}"
-        if target.exists():
-            continue
-        try:
-            with urllib.request.urlopen(f"{base.rstrip('/')}/{name}{suffix}", timeout=60) as response:
-                data = response.read()
-        except (OSError, ValueError) as error:
-            if suffix == ".json":
-                warnings.warn(f"could not download the recorded run {name} from {base} ({error})", stacklevel=3)
-                return local
-            continue  # snapshots or weights missing upstream: the record alone is still usable
-        results._atomic_write(target, lambda handle, data=data: handle.write(data))
-    return folder / f"{name}.json"
+
+def how_to_compute(name: str) -> str:
+    """The command that computes the run ``name`` and how long it took when it was recorded."""
+    minutes = RECORDED_MINUTES.get(name)
+    took = f"the recorded run took {minutes} min on {RECORDED_ON}, less on a GPU" if minutes else "50 epochs"
+    return (f"`python -m qnnlib run {name}` writes runs/{name}.json, which the chapter then reads ({took}); "
+            f"QNNLIB_FAST=1 runs a tiny version in seconds instead")
+
+
+def _refuse(name: str, why: str, reason: str | None = None) -> None:
+    reason = reason or _unavailable.get(name, "")
+    raise RecordedRunUnavailable(f"the recorded run {name} is {why}{f' ({reason})' if reason else ''}, and a "
+                                 f"pip-installed qnnlib does not train it unasked: {how_to_compute(name)}")
+
+
+def _train(name: str, **kwargs) -> Path:
+    fast = kwargs.get("fast", False)
+    print(f"{TRAINING_MARKER} {name}{' (fast configuration)' if fast else ''}", file=sys.stderr, flush=True)
+    return run(name, **kwargs)
+
+
+def data_check(run: RecordedRun, dataset) -> tuple[bool, str]:
+    """Whether ``dataset`` holds the images the recorded ``run`` was made with, and one sentence.
+
+    Compares ``dataset.identity`` (e.g. "CIFAR-10 (official)" or "CIFAR-10 (JPEG copy)",
+    :mod:`qnnlib.data`) with the identity stored in the run's provenance. A chapter that checks a
+    recorded measurement on the same images (Chapter 8) runs that check only when this is True,
+    and shows the sentence otherwise, so that the page names the data it used.
+    """
+    recorded_as = run.record["provenance"]["dataset"]["identity"]
+    here = dataset.identity
+    experiment = run.record["experiment"]
+    if here == recorded_as:
+        return True, f"The {here} images here are those of the recorded run `{experiment}`."
+    return False, (f"The recorded run `{experiment}` was made on {recorded_as}, but the images here are {here}: "
+                   f"what this page computes from images uses {here}, and the checks that need the run's own "
+                   f"images are skipped.")
 
 
 def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) -> RecordedRun:
-    """Results for the book: the recorded run in full mode (run if absent or made with another
-    config), a tiny real run of the fast config in fast mode."""
-    if fast:
-        import tempfile
+    """Results for the book: the recorded run in full mode, a tiny real run of the fast config in fast mode.
 
+    In full mode a recorded run that is absent, unfinished or made with another config is run (or
+    resumed) in a checkout of the repository, whose author asked for it by building the book. A
+    pip-installed qnnlib (Colab) never trains it unasked: it raises :class:`RecordedRunUnavailable`,
+    one line saying what to run and how long it takes. Every training started here prints
+    ``TRAINING_MARKER`` first (stderr).
+    """
+    if fast:
         out = Path(tempfile.mkdtemp(prefix="qnnlib-fast-"))
-        return _recorded(run(name, fast=True, device=device, out=out, resume=False, progress=progress))
+        return _recorded(_train(name, fast=True, device=device, out=out, resume=False, progress=progress))
     config = make_config(name)
     path = _recorded_path(name)
     if path.exists():
         recorded = _recorded(path)
         if recorded.record["config"] != config.as_dict():
             # Recorded with another config (an older qnnlib?): never reuse it, never overwrite it.
-            return _recorded(run(name, device=device, out=RUNS_DIR, progress=progress))
+            if not in_checkout():
+                _refuse(name, "recorded with another configuration", f"{path} differs from qnnlib's config")
+            return _recorded(_train(name, device=device, out=RUNS_DIR, progress=progress))
         if "final" in recorded.record:
             return recorded
-    # Absent or unfinished: run, or resume, the recorded run (in a checkout: book/results/).
-    out = RESULTS_DIR if RESULTS_DIR.parent.is_dir() else RUNS_DIR
-    return _recorded(run(name, device=device, out=out, progress=progress))
+        if not in_checkout():
+            _refuse(name, "unfinished", f"{len(recorded.epochs)} of {config.epochs} epochs in {path}")
+    elif not in_checkout():
+        _refuse(name, "not available")
+    # Absent or unfinished, in a checkout: run, or resume, the recorded run in book/results/.
+    return _recorded(_train(name, device=device, out=RESULTS_DIR, progress=progress))
 
 
 def book_runs(names: dict[str, str], fast: bool, *, device=None, progress: bool = True) -> tuple[dict, dict]:
@@ -197,8 +263,9 @@ def recorded(name: str, *, finished: bool = True) -> RecordedRun:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(CONFIGS)}")
     path = _recorded_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: record it with `python -m qnnlib run {name} --out {RESULTS_DIR}`"
-                                f" (or set {RESULTS_URL_ENV} to a folder URL holding the recorded files)")
+        if in_checkout():
+            raise FileNotFoundError(f"{path} not found: record it with `python -m qnnlib run {name} --out book/results`")
+        _refuse(name, "not available")
     run = _recorded(path)
     if finished and "final" not in run.record:
         raise results.ResultsError(f"{path} is unfinished ({len(run.record['epochs'])} epochs so far)")

@@ -1,0 +1,130 @@
+"""qnnlib.experiments.recorded: recorded runs read locally or by verified download, never trained unasked."""
+
+import functools
+import http.server
+import importlib
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from qnnlib import experiments, manifest
+
+rec = importlib.import_module("qnnlib.experiments.recorded")
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "book" / "results"
+
+
+@pytest.fixture
+def pip_installed(monkeypatch, tmp_path):
+    """qnnlib as in Colab: no book/results beside it, a fresh cache, a working folder of its own."""
+    monkeypatch.setattr(rec, "RESULTS_DIR", tmp_path / "site-packages" / "book" / "results")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(rec.RESULTS_URL_ENV, raising=False)
+    monkeypatch.setattr(rec, "_unavailable", {})
+
+    def no_training(name, **kwargs):
+        raise AssertionError(f"trained {name} unasked")
+
+    monkeypatch.setattr(rec, "run", no_training)
+
+
+@pytest.fixture
+def served(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def _publish(folder, name):
+    for suffix in rec.RECORDED_SUFFIXES + ("",):
+        source = RESULTS / (name + suffix if suffix else manifest.MANIFEST)
+        shutil.copy(source, folder / source.name)
+
+
+def test_recorded_minutes_are_the_wall_times_of_the_recorded_runs():
+    for name, minutes in rec.RECORDED_MINUTES.items():
+        record = json.loads((RESULTS / f"{name}.json").read_text())
+        assert round(record["provenance"]["wall_seconds"] / 60) == minutes, name
+    assert set(rec.RECORDED_MINUTES) == set(experiments.CONFIGS)
+
+
+def test_a_pip_install_reads_the_verified_download(pip_installed, served, monkeypatch):
+    folder, url = served
+    _publish(folder, "mnist-cnn3")
+    monkeypatch.setenv(rec.RESULTS_URL_ENV, url)
+    run = experiments.recorded("mnist-cnn3")
+    assert run.record == json.loads((RESULTS / "mnist-cnn3.json").read_text())
+    assert experiments.load_or_run("mnist-cnn3", fast=False).record == run.record
+    assert experiments.final_model(run) is not None
+
+
+def test_a_tampered_download_is_not_used_and_nothing_trains(pip_installed, served, monkeypatch):
+    folder, url = served
+    _publish(folder, "mnist-cnn3")
+    (folder / "mnist-cnn3.json").write_text((folder / "mnist-cnn3.json").read_text().replace("0.9", "0.8", 1))
+    monkeypatch.setenv(rec.RESULTS_URL_ENV, url)
+    with pytest.warns(UserWarning, match="refused"):
+        with pytest.raises(rec.RecordedRunUnavailable) as caught:
+            experiments.load_or_run("mnist-cnn3", fast=False)
+    message = str(caught.value)
+    assert "\n" not in message and "python -m qnnlib run mnist-cnn3" in message and "25 min" in message
+
+
+@pytest.mark.parametrize("reader", ["load_or_run", "recorded", "book_runs"])
+def test_without_recorded_results_full_mode_says_what_to_run_instead_of_training(pip_installed, reader):
+    with pytest.raises(rec.RecordedRunUnavailable, match=r"python -m qnnlib run cifar-cnn4`.*206 min") as caught:
+        if reader == "load_or_run":
+            experiments.load_or_run("cifar-cnn4", fast=False)
+        elif reader == "recorded":
+            experiments.recorded("cifar-cnn4")
+        else:
+            experiments.book_runs({"cnn4": "cifar-cnn4"}, fast=False)
+    assert "no results URL" in str(caught.value)
+    assert caught.value._render_traceback_() == [f"RecordedRunUnavailable: {caught.value}"]
+
+
+def test_a_run_the_reader_made_in_runs_is_read(pip_installed, tmp_path):
+    (tmp_path / "runs").mkdir()
+    for suffix in rec.RECORDED_SUFFIXES:
+        shutil.copy(RESULTS / f"mnist-cnn3{suffix}", tmp_path / "runs")
+    assert experiments.load_or_run("mnist-cnn3", fast=False).path == Path("runs") / "mnist-cnn3.json"
+
+
+def test_training_started_by_the_book_prints_the_marker_first(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(rec, "RESULTS_DIR", tmp_path)  # a checkout whose record is absent
+    def fake_run(name, **kwargs):
+        assert rec.TRAINING_MARKER in capsys.readouterr().err
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(rec, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        experiments.load_or_run("mnist-cnn3", fast=False)
+
+
+class _Data:
+    def __init__(self, identity):
+        self.identity = identity
+
+
+def test_data_check_names_both_datasets_when_they_differ():
+    run = experiments.recorded("cifar-cnn4")
+    recorded_as = run.record["provenance"]["dataset"]["identity"]
+    same, sentence = experiments.data_check(run, _Data(recorded_as))
+    assert same and recorded_as in sentence
+    other = "CIFAR-10 (official)" if recorded_as != "CIFAR-10 (official)" else "CIFAR-10 (JPEG copy)"
+    same, sentence = experiments.data_check(run, _Data(other))
+    assert not same and recorded_as in sentence and other in sentence and "skipped" in sentence
+    assert sentence.count(". ") == 0 and "\n" not in sentence  # one sentence
