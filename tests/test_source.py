@@ -61,3 +61,18 @@ def test_no_results_url_without_a_github_commit(monkeypatch, direct_url):
 def test_raw_results_url_rejects_a_url_that_is_not_github():
     with pytest.raises(ValueError, match="repository"):
         source.raw_results_url("https://gitlab.com/a/b", "main")
+
+
+def test_the_package_list_of_a_pip_install_has_every_subpackage():
+    # A pip install from git (Colab) ships only the packages pyproject.toml lists; a subpackage
+    # left out makes `from qnnlib import experiments` fail there although it works in a checkout.
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config.get("packages", {}).get("find", {}).get("include") if isinstance(config.get("packages"), dict) \
+        else config.get("packages")
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "qnnlib").rglob("__init__.py")}
+    assert packages >= {"qnnlib", "qnnlib.experiments"}
+    for package in packages:
+        assert any(fnmatch.fnmatchcase(package, pattern) for pattern in patterns), f"{package} is not packaged"
