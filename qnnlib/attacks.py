@@ -12,69 +12,32 @@ plain functions. They work on tensors of any shape (N, ...), so the same code at
 Guarantees: the model is in eval mode during the attack and its mode is restored afterwards; only
 the gradient with respect to the input is taken (``torch.autograd.grad``), so no parameter
 ``.grad`` is created or changed; the input tensor is never modified.
+
+Bad input (:mod:`qnnlib._checks`): x must be a finite floating-point batch inside the box (uint8
+images are a TypeError: divide by 255), y integer labels in 0..K−1 for the model's K outputs,
+ε, α finite (Python or NumPy numbers), and a model whose loss turns NaN or inf during the attack
+is an error rather than a silently unchanged input.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-
-class _EvalMode:
-    """Context manager: model.eval() inside, previous mode restored on exit (even on error)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-
-
-def _check_box(clamp):
-    if clamp is None:
-        return None
-    lo, hi = (float(v) for v in clamp)
-    if not lo < hi:
-        raise ValueError(f"clamp must be (low, high) with low < high, got {clamp}")
-    return lo, hi
+from . import _checks
+from .models import evaluation
 
 
 def _check_inputs(x, y, clamp):
-    if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 1:
-        raise ValueError("x must be a floating-point tensor of shape (N, ...)")
-    if not torch.is_tensor(y) or y.dim() != 1 or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError("y must be an integer tensor of shape (N,)")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same batch size N, got x: {x.shape[0]}, y: {y.shape[0]}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite (found NaN or inf)")
-    box = _check_box(clamp)
-    if box is not None and x.numel() > 0:
-        lo, hi = box
-        if float(x.min()) < lo or float(x.max()) > hi:
-            raise ValueError(
-                f"x must lie inside the clamp box [{lo}, {hi}], got values in "
-                f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
-            )
-    return box
+    """x: finite float (N, ...) inside the box; y: int labels (N,) ≥ 0. Returns (box, (y_min, y_max))."""
+    box = _checks.box(clamp)
+    _checks.float_batch(x, "x", box=box)
+    return box, _checks.labels(y, "y", n=x.shape[0])
 
 
-def _check_eps(eps):
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number ≥ 0, got {eps!r}")
-
-
-def _check_labels(logits, y):
-    classes = logits.shape[-1]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
-        raise ValueError(f"y must hold labels in 0..{classes - 1} (the model's output size), "
-                         f"got values in {int(y.min())}..{int(y.max())}")
+def _check_output(logits, y_range):
+    """The first forward pass: labels must fit the model's class count."""
+    _checks.labels_below(y_range, logits.shape[-1], "y")
 
 
 def input_gradient(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -96,12 +59,13 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Example::
         >>> g = input_gradient(model, images, labels)   # doctest: +SKIP
     """
-    _check_inputs(x, y, None)
-    with _EvalMode(model):
+    _, y_range = _check_inputs(x, y, None)
+    with evaluation(model):
         x_var = x.detach().clone().requires_grad_(True)
         logits = model(x_var)
-        _check_labels(logits, y)
+        _check_output(logits, y_range)
         loss = F.cross_entropy(logits, y.to(logits.device).long(), reduction="sum")
+        _checks.finite_loss(torch.isfinite(loss), "input_gradient")
         (grad,) = torch.autograd.grad(loss, x_var)
     return grad
 
@@ -129,13 +93,14 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, clamp=(0.0, 1.0
 
     Same output as ``torchattacks.FGSM(model, eps)(images, labels)``. Chapter 2.
     """
-    _check_eps(eps)
-    box = _check_inputs(x, y, clamp)
-    with _EvalMode(model):
+    eps = _checks.real(eps, "eps", low=0)
+    box, y_range = _check_inputs(x, y, clamp)
+    with evaluation(model):
         images = x.detach().clone().requires_grad_(True)
         logits = model(images)
-        _check_labels(logits, y)
+        _check_output(logits, y_range)
         loss = F.cross_entropy(logits, y.to(logits.device).long())
+        _checks.finite_loss(torch.isfinite(loss), "fgsm")
         (grad,) = torch.autograd.grad(loss, images)
     adv = images.detach() + eps * grad.sign()
     if box is not None:
@@ -177,12 +142,10 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, st
     Same output as ``torchattacks.PGD(model, eps, alpha, steps, random_start)(images, labels)``
     under the same random state. Chapter 2.
     """
-    _check_eps(eps)
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    box = _check_inputs(x, y, clamp)
+    eps = _checks.real(eps, "eps", low=0)
+    alpha = _checks.real(alpha, "alpha", low=0, low_open=True)
+    steps = _checks.integer(steps, "steps", low=1)
+    box, y_range = _check_inputs(x, y, clamp)
     images = x.detach().clone()
     labels = y.long()
 
@@ -192,16 +155,19 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, st
     adv = images.clone()
     if random_start:
         adv = into_box(adv + torch.empty_like(adv).uniform_(-eps, eps, generator=generator)).detach()
-    with _EvalMode(model):
+    finite = None  # all steps' losses finite; a device flag, read once after the loop (no sync per step)
+    with evaluation(model):
         for step in range(steps):
             adv.requires_grad_(True)
             logits = model(adv)
             if step == 0:
-                _check_labels(logits, labels)
+                _check_output(logits, y_range)
                 labels = labels.to(logits.device)
             loss = F.cross_entropy(logits, labels)
+            finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
             (grad,) = torch.autograd.grad(loss, adv)
             adv = adv.detach() + alpha * grad.sign()
             delta = torch.clamp(adv - images, min=-eps, max=eps)
             adv = into_box(images + delta).detach()
+    _checks.finite_loss(finite, "pgd")
     return adv

@@ -15,11 +15,35 @@ layer — post-ReLU, flattened, so every coordinate is ≥ 0 — and ``head(z)``
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
+from . import _checks
+
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@contextlib.contextmanager
+def evaluation(model: nn.Module) -> Iterator[nn.Module]:
+    """``with evaluation(model):`` — the model in eval mode inside, every module's mode restored after.
+
+    Restores each submodule's own ``training`` flag (not just the top one), so a model with, say, a
+    frozen batch-norm layer in eval mode inside a network in train mode comes back exactly as it
+    was; restored also when the block raises. Eval mode makes batch norm use (and not update) its
+    running statistics and turns dropout off, so a sample's output depends on that sample alone —
+    what attacks (Chapter 2) and the uncertainty estimates (Chapter 5) assume. Yields the model.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 class Normalize(nn.Module):
@@ -39,9 +63,19 @@ class _Split(nn.Module):
 
     num_classes: int
     feature_dim: int
+    input_shape: tuple[int, int, int]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) in [0, 1] → (N, feature_dim), post-ReLU so ≥ 0."""
+        """(N, C, H, W) in [0, 1] → (N, feature_dim), post-ReLU so ≥ 0.
+
+        Checks dtype and shape only (free; the values are not scanned, this is the hot path):
+        integer images are a TypeError, a batch of another shape a ValueError.
+        """
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            _checks.float_batch(x, "x")  # raises the TypeError with the /255 hint
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"x must be a batch of images (N, {', '.join(map(str, self.input_shape))}) "
+                             f"for {type(self).__name__}, got shape {tuple(x.shape)}")
         return self.body(x)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
@@ -64,8 +98,13 @@ class MnistCNN3(_Split):
 
     def __init__(self, channels=(16, 32, 64), num_classes: int = 10):
         super().__init__()
-        c1, c2, c3 = channels
-        self.num_classes, self.feature_dim = num_classes, c3 * 4 * 4
+        try:
+            c1, c2, c3 = (_checks.integer(c, "channels", low=1) for c in channels)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"channels must be three integers ≥ 1, got {channels!r}") from None
+        self.input_shape = (1, 28, 28)
+        self.num_classes = _checks.integer(num_classes, "num_classes", low=2)
+        self.feature_dim = c3 * 4 * 4
         self.body = nn.Sequential(
             Normalize(MNIST_MEAN, MNIST_STD),
             nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),    # 28 → 24 → 12
@@ -85,10 +124,10 @@ class CifarCNN4(_Split):
 
     def __init__(self, width: int = 32, num_classes: int = 10):
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        c = width
-        self.num_classes, self.feature_dim = num_classes, 2 * c * 8 * 8
+        c = _checks.integer(width, "width", low=1)
+        self.input_shape = (3, 32, 32)
+        self.num_classes = _checks.integer(num_classes, "num_classes", low=2)
+        self.feature_dim = 2 * c * 8 * 8
         self.body = nn.Sequential(
             Normalize(CIFAR10_MEAN, CIFAR10_STD),
             nn.Conv2d(3, c, 3, padding=1), nn.ReLU(),
@@ -131,10 +170,10 @@ class ResNet8(_Split):
 
     def __init__(self, width: int = 64, num_classes: int = 10):
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        w = width
-        self.width, self.num_classes, self.feature_dim = w, num_classes, 8 * w
+        w = _checks.integer(width, "width", low=1)
+        self.input_shape = (3, 32, 32)
+        self.width, self.feature_dim = w, 8 * w
+        self.num_classes = _checks.integer(num_classes, "num_classes", low=2)
         self.body = nn.Sequential(
             Normalize(CIFAR10_MEAN, CIFAR10_STD),
             _conv_bn(3, w),

@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import _checks
+
 __all__ = [
     "Spreads",
     "spreads",
@@ -127,9 +129,15 @@ def spreads(x, psi) -> Spreads:
 
 
 def _check_width(width: float) -> float:
-    if not np.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive finite number, got {width}")
-    return float(width)
+    return _checks.real(width, "width", low=0, low_open=True)
+
+
+def _packet_args(x, center, k0) -> tuple[np.ndarray, float, float]:
+    """The grid as float64 (finite, at least one point) and finite ``center``, ``k0``."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"x must be a non-empty array of finite positions, got shape {x.shape}")
+    return x, _checks.real(center, "center"), _checks.real(k0, "k0")
 
 
 def gaussian_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) -> np.ndarray:
@@ -137,7 +145,7 @@ def gaussian_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0
 
     The minimum-uncertainty state: Δx·Δp = 1/2 exactly on the real line.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x, center, k0 = _packet_args(x, center, k0)
     width = _check_width(width)
     return np.exp(-((x - center) ** 2) / (4 * width**2)) * np.exp(1j * k0 * x)
 
@@ -147,7 +155,7 @@ def sech_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) 
 
     Closed form: Δx = πa/√12, Δp = 1/(√3 a), so Δx·Δp = π/6 ≈ 0.5236.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x, center, k0 = _packet_args(x, center, k0)
     a = _check_width(width) * np.sqrt(12.0) / np.pi
     return np.exp(1j * k0 * x) / np.cosh((x - center) / a)
 
@@ -157,7 +165,7 @@ def triangle_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 0
 
     Closed form: Δx² = a²/10, ⟨p²⟩ = 3/a², so Δx·Δp = √(3/10) ≈ 0.5477.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x, center, k0 = _packet_args(x, center, k0)
     a = _check_width(width) * np.sqrt(10.0)
     return np.clip(1.0 - np.abs(x - center) / a, 0.0, None) * np.exp(1j * k0 * x)
 
@@ -168,7 +176,7 @@ def half_sine_packet(x, *, center: float = 0.0, width: float = 1.0, k0: float = 
     L is chosen so that Δx = ``width``. Closed form: Δx·Δp = √(π²/12 − 1/2) ≈ 0.5679, the same
     number as √2·sin(πx) on [0, 1] in Chapter 4.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x, center, k0 = _packet_args(x, center, k0)
     length = _check_width(width) / np.sqrt(1.0 / 12.0 - 1.0 / (2.0 * np.pi**2))
     inside = np.abs(x - center) <= length / 2
     return np.where(inside, np.sin(np.pi * (x - center + length / 2) / length), 0.0) * np.exp(1j * k0 * x)
@@ -179,7 +187,7 @@ def double_gaussian_packet(x, *, center: float = 0.0, width: float = 1.0, k0: fl
 
     Its Δx is larger than each bump's while Δp stays that of one bump, so the product exceeds 1/2.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x, center, k0 = _packet_args(x, center, k0)
     sigma = _check_width(width) / 2
     bumps = np.exp(-((x - center - width) ** 2) / (4 * sigma**2)) + np.exp(-((x - center + width) ** 2) / (4 * sigma**2))
     return bumps * np.exp(1j * k0 * x)
@@ -196,7 +204,7 @@ PACKETS: dict[str, Callable[..., np.ndarray]] = {
 
 def make_packet(shape: str, x, *, center: float = 0.0, width: float = 1.0, k0: float = 0.0) -> np.ndarray:
     """Build the packet named ``shape`` (a key of ``PACKETS``) on the grid ``x``."""
-    if shape not in PACKETS:
+    if not isinstance(shape, str) or shape not in PACKETS:
         raise ValueError(f"shape must be one of {sorted(PACKETS)}, got {shape!r}")
     return PACKETS[shape](x, center=center, width=width, k0=k0)
 

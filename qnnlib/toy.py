@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
+
 
 def make_toy_data(n_per_class: int = 100, *, n_classes: int = 3, radius: float = 0.28, spread: float = 0.08,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,14 +24,12 @@ def make_toy_data(n_per_class: int = 100, *, n_classes: int = 3, radius: float =
     Returns ``x`` float32 (K·n_per_class, 2) clamped to [0, 1] and ``y`` int64 with values 0..K−1
     (each class ``n_per_class`` times). ``spread`` is the standard deviation of each blob.
     """
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be ≥ 1, got {n_per_class}")
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be ≥ 2, got {n_classes}")
-    if not 0 < radius < 0.5:
-        raise ValueError(f"radius must be in (0, 0.5) so that the centres lie inside the square, got {radius}")
-    if not spread > 0:
-        raise ValueError(f"spread must be > 0, got {spread}")
+    n_per_class = _checks.integer(n_per_class, "n_per_class", low=1)
+    n_classes = _checks.integer(n_classes, "n_classes", low=2)
+    # (0, 0.5): the centres lie inside the square.
+    radius = _checks.real(radius, "radius", low=0, high=0.5, low_open=True, high_open=True)
+    spread = _checks.real(spread, "spread", low=0, low_open=True)
+    seed = _checks.integer(seed, "seed")
     generator = torch.Generator().manual_seed(seed)
     angles = 2 * math.pi * torch.arange(n_classes) / n_classes
     centres = 0.5 + radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
@@ -44,6 +44,9 @@ def toy_classifier(n_classes: int = 3, *, hidden: int = 32, seed: int = 0) -> nn
     Tanh (not ReLU) keeps ψ smooth, so that grid quadrature converges fast and the pictures of
     Chapter 3 have no creases; the global random state is left untouched.
     """
+    n_classes = _checks.integer(n_classes, "n_classes", low=2)
+    hidden = _checks.integer(hidden, "hidden", low=1)
+    seed = _checks.integer(seed, "seed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(
@@ -58,9 +61,15 @@ def train_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int 
 
     The model is trained in place and left in eval mode. It runs on one thread: the tensors are
     tiny, and an OpenMP team only adds barrier stalls (30× slower on a busy 2-core machine).
+    x: finite float (N, 2); y: int labels (N,) in 0..K−1 for the model's K outputs. Raises
+    ``FloatingPointError`` if the final loss is NaN or inf (``lr`` too large).
     """
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    steps = _checks.integer(steps, "steps", low=1)
+    lr = _checks.real(lr, "lr", low=0, low_open=True)
+    _checks.float_batch(x, "x", ndim=2)
+    y_range = _checks.labels(y, "y", n=x.shape[0])
+    with torch.no_grad():
+        _checks.labels_below(y_range, model(x[:1]).shape[-1], "y")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     threads = torch.get_num_threads()
@@ -73,6 +82,8 @@ def train_toy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int 
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"training diverged: final loss {losses[-1]}; lower lr")
     finally:
         torch.set_num_threads(threads)
         model.eval()

@@ -5,16 +5,25 @@ augmentation), with its own ``torch.Generator`` for shuffling so that, given the
 initial weights, a CPU run is repeatable for a seed. A per-epoch callback lets later chapters
 record metrics (test accuracy, robust accuracy, Δx, Δp) without touching the loop.
 :func:`accuracy` and :func:`robust_accuracy` evaluate in eval mode and restore the model's mode.
+
+Bad input (:mod:`qnnlib._checks`): x must be a non-empty, finite floating-point tensor (uint8
+images are a TypeError: divide by 255), y integer labels in 0..K−1 for the model's K outputs,
+settings finite numbers in range (Python or NumPy); a run whose loss turns NaN or inf stops with
+``FloatingPointError`` at the end of that epoch instead of returning NaN weights.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from . import _checks
+from .models import evaluation
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,14 @@ def _tensors(data):
     try:
         x, y = data
     except (TypeError, ValueError):
-        raise ValueError("data must be a qnnlib.data.Dataset or an (x, y) pair of tensors") from None
+        raise TypeError("data must be a qnnlib.data.Dataset or an (x, y) pair of tensors") from None
     return x, y, "tensors"
+
+
+def _check_data(x, y) -> tuple[int, int]:
+    """x finite float (N, ...), y int labels (N,) ≥ 0; returns y's (min, max)."""
+    _checks.float_batch(x, "x")
+    return _checks.labels(y, "y", n=x.shape[0])
 
 
 def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, seed: int,
@@ -82,15 +97,12 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
         stats = {"train_loss", "train_acc", "seconds"} (means over that epoch's batches, as run)
     progress : show tqdm progress bars (one per epoch)
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    epochs = _checks.integer(epochs, "epochs", low=1)
+    batch_size = _checks.integer(batch_size, "batch_size", low=1)
+    lr = _checks.real(lr, "lr", low=0, low_open=True)
+    seed = _checks.integer(seed, "seed")
     x, y, identity = _tensors(data)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"data: x has {x.shape[0]} samples but y has {y.shape[0]}")
+    y_range = _check_data(x, y)
     model.to(device)
     if x.ndim == 4:
         model.to(memory_format=torch.channels_last)  # same weights; faster convolutions
@@ -99,7 +111,8 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
     losses, accs, times = [], [], []
     for epoch in range(1, epochs + 1):
         stats = train_epoch(model, optimizer, x, y, batch_size=batch_size, generator=generator,
-                            device=device, progress=progress, desc=f"epoch {epoch}/{epochs}")
+                            device=device, progress=progress, desc=f"epoch {epoch}/{epochs}",
+                            _y_range=y_range)
         losses.append(stats["train_loss"])
         accs.append(stats["train_acc"])
         times.append(stats["seconds"])
@@ -132,15 +145,18 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4) 
 
 def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
                 generator: torch.Generator, device="cpu", augment: bool = False, progress: bool = True,
-                desc: str = "epoch") -> dict:
+                desc: str = "epoch", _y_range: tuple[int, int] | None = None) -> dict:
     """One pass over ``(x, y)`` in the order drawn from ``generator``; the model ends in train mode.
 
     The building block of :func:`train`, public so that the experiment runner can checkpoint
     between epochs (each epoch gets its own seeded generator there). With ``augment``, every batch
     goes through :func:`augment_batch` (random crop and flip) with the same generator.
     Returns ``{"train_loss", "train_acc", "seconds"}``: means over the epoch's samples, as run.
+    Raises ``FloatingPointError`` after an epoch whose loss was NaN or inf (lower ``lr``).
     """
     start = time.perf_counter()
+    batch_size = _checks.integer(batch_size, "batch_size", low=1)
+    y_range = _y_range if _y_range is not None else _check_data(x, y)
     n = x.shape[0]
     model.train()
     order = torch.randperm(n, generator=generator)
@@ -155,6 +171,8 @@ def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_siz
             xb = augment_batch(xb, generator)
         xb = channels_last(xb)
         logits = model(xb)
+        if first == 0:
+            _checks.labels_below(y_range, logits.shape[-1], "y")
         loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,7 +180,11 @@ def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_siz
         # Sum over samples so that the epoch mean weights the short last batch correctly.
         loss_sum += loss.detach().double() * len(index)
         correct += (logits.argmax(1) == yb).sum()
-    return {"train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
+    mean_loss = float(loss_sum) / n
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"training diverged: the epoch's mean loss is {mean_loss} "
+                                 "(NaN or inf weights or data); lower lr")
+    return {"train_loss": mean_loss, "train_acc": int(correct) / n,
             "seconds": time.perf_counter() - start}
 
 
@@ -192,24 +214,24 @@ def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack, *, batch_si
     ``functools.partial(qnnlib.attacks.pgd, eps=0.1, alpha=0.025, steps=4)``. The model is in eval
     mode both while attacked and while classifying; its mode is restored afterwards.
     ``batch_size`` None: :func:`eval_batch_size` for the model's device (64 on a CPU).
+    x: finite float (N, ...), N ≥ 1; y: int labels (N,) in 0..K−1 for the model's K outputs.
     """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
-    was_training = model.training
+    y_range = _check_data(x, y)
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable attack(model, x, y) -> x_adv, got {type(attack).__name__}")
     device = _device_of(model)
     if batch_size is None:
         batch_size = eval_batch_size(device, attack=True)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    model.eval()
+    batch_size = _checks.integer(batch_size, "batch_size", low=1)
     correct = 0
-    try:
+    with evaluation(model):
         for first in range(0, x.shape[0], batch_size):
             xb = channels_last(x[first:first + batch_size].to(device))
             yb = y[first:first + batch_size].to(device)
             x_adv = attack(model, xb, yb)
             with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
-    finally:
-        model.train(was_training)
+                logits = model(x_adv)
+            if first == 0:
+                _checks.labels_below(y_range, logits.shape[-1], "y")
+            correct += int((logits.argmax(1) == yb).sum())
     return correct / x.shape[0]

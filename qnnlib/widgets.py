@@ -62,6 +62,7 @@ def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
     from IPython.display import display
 
     from . import attacks, plots
+    from .models import evaluation
 
     x, y = x[:n], y[:n]
     eps = widgets.FloatSlider(value=0.1, min=0.0, max=eps_max, step=0.01, description="ε")
@@ -75,11 +76,8 @@ def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
             x_adv = x.clone()
         else:
             x_adv = attacks.pgd(model, x, y, eps=eps.value, alpha=eps.value / 4, steps=steps, random_start=False)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with evaluation(model), torch.no_grad():
             pred_clean, pred_adv = model(x).argmax(1), model(x_adv).argmax(1)
-        model.train(was_training)
         with out:
             out.clear_output(wait=True)
             fig = plots.plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, eps=eps.value or None,

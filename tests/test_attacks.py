@@ -2,14 +2,18 @@
 
 import functools
 
+import numpy as np
 import pytest
 import torch
+# The independent reference: pinned in requirements.txt, so imported unconditionally — these
+# cross-checks must run (fail, never skip) in `make test`.
+import torchattacks
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from qnnlib.attacks import fgsm, input_gradient, pgd
 from qnnlib.train import accuracy, robust_accuracy, train
-
-torchattacks = pytest.importorskip("torchattacks")
 
 
 def small_cnn(seed=0):
@@ -178,43 +182,153 @@ def test_mode_restored_after_error(batch):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, error, name",
     [
-        ({"eps": -0.1}, "eps"),
-        ({"eps": float("nan")}, "eps"),
-        ({"alpha": 0.0}, "alpha"),
-        ({"alpha": -1.0}, "alpha"),
-        ({"steps": 0}, "steps"),
-        ({"steps": 2.5}, "steps"),
-        ({"clamp": (1.0, 0.0)}, "clamp"),
+        ({"eps": -0.1}, ValueError, "eps"),
+        ({"eps": float("nan")}, ValueError, "eps"),
+        ({"eps": float("inf")}, ValueError, "eps"),
+        ({"eps": "0.1"}, TypeError, "eps"),
+        ({"eps": True}, TypeError, "eps"),
+        ({"alpha": 0.0}, ValueError, "alpha"),
+        ({"alpha": -1.0}, ValueError, "alpha"),
+        ({"alpha": float("inf")}, ValueError, "alpha"),
+        ({"alpha": np.float32("nan")}, ValueError, "alpha"),
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 2.5}, TypeError, "steps"),
+        ({"steps": 2.0}, TypeError, "steps"),
+        ({"clamp": (1.0, 0.0)}, ValueError, "clamp"),
+        ({"clamp": (0.0, float("inf"))}, ValueError, "clamp"),
+        ({"clamp": 1.0}, TypeError, "clamp"),
     ],
 )
-def test_pgd_rejects_bad_settings(batch, kwargs, name):
+def test_pgd_rejects_bad_settings(batch, kwargs, error, name):
     x, y = batch
     settings = {"eps": 0.1, "alpha": 0.02, "steps": 2} | kwargs
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=name):
         pgd(small_cnn(), x, y, **settings)
 
 
-def test_attacks_reject_bad_inputs(batch):
+BAD_INPUTS = [
+    # (x transform, y transform, error, message): every message names the argument.
+    (lambda x: x * 2, lambda y: y, ValueError, "x must lie inside the clamp box"),
+    (lambda x: x - 0.5, lambda y: y, ValueError, "x must lie inside the clamp box"),
+    (lambda x: x[:5], lambda y: y, ValueError, "same batch size"),
+    (lambda x: x.masked_fill(x > 0.9, float("nan")), lambda y: y, ValueError, "x must be finite"),
+    (lambda x: x.masked_fill(x > 0.9, float("inf")), lambda y: y, ValueError, "x must be finite"),
+    (lambda x: (x * 255).to(torch.uint8), lambda y: y, TypeError, "x must be a floating-point.*255"),
+    (lambda x: x.numpy(), lambda y: y, TypeError, "x must be a torch.Tensor"),
+    (lambda x: x[:0], lambda y: y[:0], ValueError, "x must hold at least one sample"),
+    (lambda x: x, lambda y: y + 5, ValueError, "y must hold labels in 0..4"),
+    (lambda x: x, lambda y: y - 1, ValueError, "y must hold labels ≥ 0"),
+    (lambda x: x, lambda y: y.float(), TypeError, "y must be an integer tensor"),
+    (lambda x: x, lambda y: y[:, None], ValueError, "y must have shape"),
+]
+
+
+@pytest.mark.parametrize("make_x, make_y, error, message", BAD_INPUTS)
+def test_attacks_reject_bad_inputs_naming_the_argument(batch, make_x, make_y, error, message):
     x, y = batch
     model = small_cnn()
-    bad = [
-        (x * 2, y, "x must lie inside the clamp box"),
-        (x - 0.5, y, "x must lie inside the clamp box"),
-        (x[:5], y, "same batch size"),
-        (x.masked_fill(x > 0.9, float("nan")), y, "finite"),
-        (x, y + 5, "model's output size"),
-        (x, y - 1, "model's output size"),
-        (x, y.float(), "integer"),
-    ]
-    for xs, ys, message in bad:
-        with pytest.raises(ValueError, match=message):
-            fgsm(model, xs, ys, eps=0.1)
-        with pytest.raises(ValueError, match=message):
-            pgd(model, xs, ys, eps=0.1, alpha=0.02, steps=1)
-    with pytest.raises(ValueError, match="eps"):
-        fgsm(model, x, y, eps=-1)
+    xs, ys = make_x(x), make_y(y)
+    with pytest.raises(error, match=message):
+        fgsm(model, xs, ys, eps=0.1)
+    with pytest.raises(error, match=message):
+        pgd(model, xs, ys, eps=0.1, alpha=0.02, steps=1)
+    if "clamp box" not in message:  # input_gradient has no box
+        with pytest.raises(error, match=message):
+            input_gradient(model, xs, ys)
+
+
+def nan_model(value=float("nan")):
+    model = nn.Linear(4, 3)
+    with torch.no_grad():
+        model.bias[1] = value
+    return model
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_attacks_refuse_a_model_whose_output_is_not_finite(value):
+    # Regression: FGSM on a NaN model used to return the input unchanged.
+    x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 1, 0, 1])
+    model = nan_model(value)
+    for attack in (lambda: fgsm(model, x, y, eps=0.1), lambda: pgd(model, x, y, eps=0.1, alpha=0.03, steps=3),
+                   lambda: input_gradient(model, x, y)):
+        with pytest.raises(ValueError, match="not finite"):
+            attack()
+
+
+def test_no_check_raises_on_the_paper_settings(batch):
+    x, y = batch
+    model = small_cnn()
+    pgd(model, x, y, eps=8 / 255, alpha=2 / 255, steps=4)
+    pgd(model, x, y, eps=0, alpha=1e-3, steps=1, random_start=False)
+    fgsm(model, x, y, eps=0)
+    fgsm(model, torch.zeros_like(x), y, eps=1.0)
+
+
+# --- properties of the argument checks (hypothesis) ----------------------------------------------
+
+LINEAR = nn.Linear(4, 3).requires_grad_(False).requires_grad_(True)
+X4 = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
+Y4 = torch.tensor([0, 1, 2, 0, 1])
+non_finite = st.sampled_from([float("nan"), float("inf"), -float("inf")])
+negative = st.floats(-1e30, -1e-12)  # float32-representable sizes: no overflow warnings
+scalar_types = st.sampled_from([float, np.float32, np.float64, lambda v: torch.tensor(v, dtype=torch.float64)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(non_finite, negative), which=st.sampled_from(["fgsm", "pgd"]))
+def test_any_bad_eps_is_a_value_error_naming_eps(value, which):
+    with pytest.raises(ValueError, match="eps must be a finite real number in \\[0, inf\\)"):
+        if which == "fgsm":
+            fgsm(LINEAR, X4, Y4, eps=value)
+        else:
+            pgd(LINEAR, X4, Y4, eps=value, alpha=0.01, steps=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(non_finite, negative, st.just(0.0)), make=scalar_types)
+def test_any_bad_alpha_of_any_scalar_type_is_a_value_error_naming_alpha(value, make):
+    with pytest.raises(ValueError, match="alpha must be a finite real number in \\(0, inf\\)"):
+        pgd(LINEAR, X4, Y4, eps=0.1, alpha=make(value), steps=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(eps=st.floats(0, 0.5, width=32), alpha=st.floats(2**-10, 0.25, width=32), steps=st.integers(1, 3),
+       make=scalar_types, make_int=st.sampled_from([int, np.int64, np.int32]))
+def test_any_scalar_type_gives_the_identical_attack(eps, alpha, steps, make, make_int):
+    # Python floats are the reference; float32-representable values make every type exact.
+    reference = pgd(LINEAR, X4, Y4, eps=eps, alpha=alpha, steps=steps, random_start=False)
+    ours = pgd(LINEAR, X4, Y4, eps=make(eps), alpha=make(alpha), steps=make_int(steps), random_start=False)
+    assert torch.equal(ours, reference)
+    assert torch.equal(fgsm(LINEAR, X4, Y4, eps=make(eps)), fgsm(LINEAR, X4, Y4, eps=eps))
+
+
+@settings(max_examples=40, deadline=None)
+@given(index=st.integers(0, 4), label=st.one_of(st.integers(3, 10**6), st.integers(-10**6, -1)))
+def test_any_label_outside_the_class_range_is_a_value_error_naming_y(index, label):
+    y = Y4.clone()
+    y[index] = label
+    with pytest.raises(ValueError, match="^y must hold labels"):
+        fgsm(LINEAR, X4, y, eps=0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(index=st.tuples(st.integers(0, 4), st.integers(0, 3)),
+       value=st.one_of(non_finite, st.floats(1.0, 1e6, exclude_min=True, width=32),
+                           st.floats(-1e6, 0.0, exclude_max=True, width=32)))  # x is float32
+def test_any_pixel_outside_the_cube_or_not_finite_is_a_value_error_naming_x(index, value):
+    x = X4.clone()
+    x[index] = value
+    with pytest.raises(ValueError, match="^x must"):
+        pgd(LINEAR, x, Y4, eps=0.1, alpha=0.01, steps=1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(dtype=st.sampled_from([torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool]))
+def test_any_integer_image_is_a_type_error_saying_divide_by_255(dtype):
+    with pytest.raises(TypeError, match="x must be a floating-point tensor.*255"):
+        fgsm(LINEAR, (X4 * 255).to(dtype), Y4, eps=0.1)
 
 
 # --- end to end --------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Tests for qnnlib.models: shapes, the head ∘ features split, non-negative features, normalisation inside."""
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from qnnlib.models import CifarCNN4, MnistCNN3, ResNet8
+from qnnlib.models import CifarCNN4, MnistCNN3, ResNet8, evaluation
 
 CASES = [
     (lambda: MnistCNN3(), (1, 28, 28), 1024),
@@ -68,3 +70,90 @@ def test_resnet_width_is_a_constructor_argument():
         ResNet8(width=0)
     with pytest.raises(ValueError, match="width"):
         CifarCNN4(width=0)
+
+
+# --- the evaluation-mode context manager ---------------------------------------------------------
+
+
+def mixed_mode_model():
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Sequential(nn.Linear(6, 3)))
+    model.train()
+    model[1].eval()  # a frozen batch norm inside a model in train mode
+    model[3].eval()
+    return model
+
+
+def modes(model):
+    return [m.training for m in model.modules()]
+
+
+def test_evaluation_puts_every_module_in_eval_mode_and_restores_mixed_modes():
+    model = mixed_mode_model()
+    before = modes(model)
+    assert len(set(before)) == 2
+    with evaluation(model) as inside:
+        assert inside is model
+        assert not any(modes(model))
+    assert modes(model) == before
+
+
+def test_evaluation_restores_modes_after_an_exception():
+    model = mixed_mode_model()
+    before = modes(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with evaluation(model):
+            raise RuntimeError("boom")
+    assert modes(model) == before
+
+
+def test_batch_norm_running_statistics_do_not_change_under_evaluation():
+    torch.manual_seed(0)
+    model = ResNet8(width=4).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    with evaluation(model):
+        model(torch.rand(8, 3, 32, 32))
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stats.items())
+    model(torch.rand(8, 3, 32, 32))  # the control: in train mode one forward pass changes them
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, error, name",
+    [
+        (lambda: CifarCNN4(width=8.0), TypeError, "width"),
+        (lambda: ResNet8(width=-2), ValueError, "width"),
+        (lambda: ResNet8(width=np.int64(0)), ValueError, "width"),
+        (lambda: MnistCNN3(channels=(16, 32)), ValueError, "channels"),
+        (lambda: MnistCNN3(channels=(16, 0, 8)), ValueError, "channels"),
+        (lambda: MnistCNN3(num_classes=1), ValueError, "num_classes"),
+        (lambda: CifarCNN4(num_classes=2.5), TypeError, "num_classes"),
+    ],
+)
+def test_constructors_reject_bad_sizes_naming_them(make, error, name):
+    with pytest.raises(error, match=f"^{name} must"):
+        make()
+
+
+def test_numpy_sizes_build_the_same_network():
+    assert ResNet8(width=np.int64(8)).feature_dim == ResNet8(width=8).feature_dim == 64
+
+
+@pytest.mark.parametrize(
+    "make, x, error, message",
+    [
+        (MnistCNN3, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), TypeError, "^x must be a floating-point.*255"),
+        (MnistCNN3, torch.zeros(2, 28, 28), ValueError, r"^x must be a batch of images \(N, 1, 28, 28\)"),
+        (MnistCNN3, torch.zeros(2, 3, 32, 32), ValueError, "MnistCNN3"),
+        (lambda: ResNet8(width=4), torch.zeros(2, 1, 28, 28), ValueError, r"\(N, 3, 32, 32\)"),
+    ],
+)
+def test_models_reject_integer_or_misshapen_images(make, x, error, message):
+    model = make()
+    with pytest.raises(error, match=message):
+        model(x)
+    with pytest.raises(error, match=message):
+        model.features(x)

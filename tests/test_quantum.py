@@ -146,5 +146,37 @@ def test_bad_input_is_rejected_with_the_argument_named(x, psi, match):
 def test_bad_packet_arguments_are_rejected():
     with pytest.raises(ValueError, match="shape must be one of"):
         make_packet("square", X)
-    with pytest.raises(ValueError, match="width must be a positive"):
+    with pytest.raises(ValueError, match="width must be a finite real number in \\(0, inf\\)"):
         gaussian_packet(X, width=0.0)
+
+
+@pytest.mark.parametrize("name", sorted(PACKETS))
+@pytest.mark.parametrize(
+    "kwargs, error, argument",
+    [
+        ({"width": float("nan")}, ValueError, "width"),
+        ({"width": -1.0}, ValueError, "width"),
+        ({"width": "1"}, TypeError, "width"),
+        ({"center": float("inf")}, ValueError, "center"),
+        ({"k0": float("nan")}, ValueError, "k0"),
+        ({"k0": np.array([1.0, 2.0])}, TypeError, "k0"),
+    ],
+)
+def test_every_packet_rejects_non_finite_or_non_scalar_parameters_naming_them(name, kwargs, error, argument):
+    with pytest.raises(error, match=f"^{argument} must"):
+        make_packet(name, X, **kwargs)
+
+
+@pytest.mark.parametrize("make", [float, np.float32, np.float64, np.int64])
+def test_numpy_scalar_parameters_give_the_same_packet(make):
+    # 2 and 1 are exact in every type.
+    assert np.array_equal(make_packet("sech", X, width=make(2), k0=make(1)), make_packet("sech", X, width=2.0, k0=1.0))
+
+
+def test_packet_on_an_empty_or_non_finite_grid_is_rejected():
+    with pytest.raises(ValueError, match="^x must"):
+        gaussian_packet(np.array([]))
+    with pytest.raises(ValueError, match="^x must"):
+        gaussian_packet(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="shape must be one of"):
+        make_packet(["gaussian"], X)

@@ -53,3 +53,54 @@ def test_trained_toy_classifier_separates_the_blobs():
 def test_bad_toy_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_toy_data(**kwargs)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: make_toy_data(0), ValueError, "n_per_class"),
+        (lambda: make_toy_data(10.0), TypeError, "n_per_class"),
+        (lambda: make_toy_data(n_classes=1), ValueError, "n_classes"),
+        (lambda: make_toy_data(radius=0.5), ValueError, "radius"),
+        (lambda: make_toy_data(radius=float("nan")), ValueError, "radius"),
+        (lambda: make_toy_data(spread=float("inf")), ValueError, "spread"),
+        (lambda: make_toy_data(spread=0), ValueError, "spread"),
+        (lambda: toy_classifier(hidden=0), ValueError, "hidden"),
+        (lambda: toy_classifier(n_classes=2.0), TypeError, "n_classes"),
+    ],
+)
+def test_toy_constructors_reject_bad_arguments_naming_them(call, error, name):
+    with pytest.raises(error, match=f"^{name} must"):
+        call()
+
+
+@pytest.mark.parametrize(
+    "kwargs, make_x, make_y, error, message",
+    [
+        ({"lr": float("inf")}, None, None, ValueError, "^lr must"),
+        ({"lr": 0.0}, None, None, ValueError, "^lr must"),
+        ({"steps": 0}, None, None, ValueError, "^steps must"),
+        ({}, lambda x: x.double().mul(255).to(torch.uint8), None, TypeError, "^x must be a floating-point"),
+        ({}, lambda x: x[:, :1].squeeze(1), None, ValueError, "^x must have 2 dimensions"),
+        ({}, None, lambda y: y + 3, ValueError, "^y must hold labels in 0..2"),
+        ({}, None, lambda y: y[:-1], ValueError, "same batch size"),
+    ],
+)
+def test_train_toy_rejects_bad_input_naming_it(kwargs, make_x, make_y, error, message):
+    x, y = make_toy_data(5)
+    model = toy_classifier()
+    xs = make_x(x) if make_x else x
+    ys = make_y(y) if make_y else y
+    with pytest.raises(error, match=message):
+        train_toy(model, xs, ys, **({"steps": 2} | kwargs))
+
+
+def test_numpy_scalars_give_the_same_toy_problem():
+    import numpy as np
+
+    x, y = make_toy_data(np.int64(7), n_classes=np.int32(3), radius=np.float64(0.25), spread=np.float32(0.0625))
+    x2, y2 = make_toy_data(7, n_classes=3, radius=0.25, spread=0.0625)
+    assert torch.equal(x, x2) and torch.equal(y, y2)

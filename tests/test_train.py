@@ -2,6 +2,8 @@
 
 import functools
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -71,7 +73,7 @@ def test_train_rejects_bad_settings():
         settings = {"epochs": 1, "seed": 0, "progress": False} | kwargs
         with pytest.raises(ValueError, match=name):
             train(mlp(), (x, y), **settings)
-    with pytest.raises(ValueError, match="samples"):
+    with pytest.raises(ValueError, match="same batch size"):
         train(mlp(), (x, y[:5]), epochs=1, seed=0, progress=False)
 
 
@@ -110,3 +112,76 @@ def test_augment_batch_crops_and_flips_each_image_of_the_padded_batch():
     # Seeded: the same generator state gives the same batch.
     again = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
     assert torch.equal(out, again)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"lr": float("inf")}, ValueError, "lr"),  # regression: trained to NaN weights
+        ({"lr": float("nan")}, ValueError, "lr"),
+        ({"lr": -1e-3}, ValueError, "lr"),
+        ({"lr": "1e-3"}, TypeError, "lr"),
+        ({"epochs": 1.0}, TypeError, "epochs"),
+        ({"epochs": -1}, ValueError, "epochs"),
+        ({"batch_size": 2.5}, TypeError, "batch_size"),
+        ({"seed": 0.5}, TypeError, "seed"),
+    ],
+)
+def test_train_rejects_bad_settings_naming_them(kwargs, error, name):
+    x, y = blobs(n=16)
+    settings = {"epochs": 1, "seed": 0, "progress": False} | kwargs
+    with pytest.raises(error, match=f"^{name} must"):
+        train(mlp(), (x, y), **settings)
+
+
+@pytest.mark.parametrize(
+    "make_x, make_y, error, message",
+    [
+        (lambda x: (x * 255).to(torch.uint8), lambda y: y, TypeError, "^x must be a floating-point.*255"),
+        (lambda x: x.masked_fill(x > 0.95, float("nan")), lambda y: y, ValueError, "^x must be finite"),
+        (lambda x: x[:0], lambda y: y[:0], ValueError, "^x must hold at least one sample"),
+        (lambda x: x, lambda y: y + 97, ValueError, "^y must hold labels in 0..2"),
+        (lambda x: x, lambda y: y - 3, ValueError, "^y must hold labels ≥ 0"),
+        (lambda x: x, lambda y: y.float(), TypeError, "^y must be an integer tensor"),
+        (lambda x: x.tolist(), lambda y: y, TypeError, "^x must be a torch.Tensor"),
+    ],
+)
+def test_training_and_accuracy_reject_bad_data_naming_it(make_x, make_y, error, message):
+    x, y = blobs(n=32)
+    xs, ys = make_x(x), make_y(y)
+    with pytest.raises(error, match=message):
+        train(mlp(), (xs, ys), epochs=1, seed=0, progress=False)
+    # Regression: accuracy with label 99 returned 0, an empty batch raised ZeroDivisionError.
+    with pytest.raises(error, match=message):
+        accuracy(mlp(), xs, ys)
+    with pytest.raises(error, match=message):
+        robust_accuracy(mlp(), xs, ys, lambda m, xb, yb: xb, batch_size=8)
+
+
+def test_train_rejects_data_that_is_not_a_pair():
+    with pytest.raises(TypeError, match="data must be"):
+        train(mlp(), torch.rand(4, 8), epochs=1, seed=0, progress=False)
+
+
+def test_a_diverging_run_stops_with_floating_point_error():
+    x, y = blobs(n=32)
+    model = mlp()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="lr"):
+        train(model, (x, y), epochs=2, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("make", [float, np.float32, np.float64])
+def test_numpy_and_python_settings_train_identically(make):
+    x, y = blobs(n=40)
+    runs = []
+    lr = 2.0**-9  # representable in float32, so every scalar type means the same number
+    for lr, epochs, batch in ((lr, 2, 16), (make(lr), np.int64(2), np.int32(16))):
+        model = mlp(seed=1)
+        train(model, (x, y), epochs=epochs, batch_size=batch, lr=lr, seed=np.int64(4) if runs else 4, progress=False)
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
