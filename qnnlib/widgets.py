@@ -3,9 +3,37 @@
 Widgets run in Jupyter and Colab (ipywidgets 8) but not in the static HTML book, so every
 chapter that shows a widget also shows a static figure made by the same plotting function.
 ipywidgets is imported inside each function, so importing qnnlib never needs it.
+
+Static fallback: without ipywidgets each explorer warns and returns the static figure for its
+default settings instead of the controls. With ipywidgets but no widget frontend (plain Python, a
+static notebook render) the container is built as usual; its figures go through
+``IPython.display.display`` (text ``<Figure ...>`` outside a kernel) and are closed, so they work
+with every matplotlib backend, Agg included.
 """
 
 from __future__ import annotations
+
+import warnings
+
+
+def _ipywidgets():
+    """The ipywidgets module, or None (with a warning) when it is not installed."""
+    try:
+        import ipywidgets
+    except ImportError:
+        warnings.warn("ipywidgets is not installed: showing a static figure instead of the controls "
+                      "(pip install ipywidgets)", stacklevel=3)
+        return None
+    return ipywidgets
+
+
+def _show(fig) -> None:
+    """Display and close ``fig``: works with every backend (plt.show(fig) fails under Agg)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
 
 # ---------------------------------------------------------------------------------------
 # Chapter 1 — Heisenberg's relation
@@ -17,25 +45,28 @@ def packet_explorer(x):
 
     A thin wrapper: :func:`qnnlib.quantum.make_packet`, :func:`~qnnlib.quantum.spreads`,
     :func:`~qnnlib.quantum.momentum_wavefunction` and :func:`qnnlib.plots.plot_packet`.
-    Returns the ipywidgets container (display it in a notebook).
+    Returns the ipywidgets container (display it in a notebook); without ipywidgets, the static
+    figure of a Gaussian of width 1 and k₀ = 0.
     """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
     from . import plots, quantum
 
+    def figure(shape, width, k0):
+        psi = quantum.make_packet(shape, x, width=width, k0=k0)
+        p, phi = quantum.momentum_wavefunction(x, psi)
+        return plots.plot_packet(x, psi, p, phi, quantum.spreads(x, psi))
+
+    widgets = _ipywidgets()
+    if widgets is None:
+        return figure("gaussian", 1.0, 0.0)
     shape = widgets.Dropdown(options=sorted(quantum.PACKETS), value="gaussian", description="shape")
     width = widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.05, description="width Δx")
     k0 = widgets.FloatSlider(value=0.0, min=-5.0, max=5.0, step=0.25, description="k₀")
     out = widgets.Output()
 
     def redraw(*_):
-        psi = quantum.make_packet(shape.value, x, width=width.value, k0=k0.value)
-        p, phi = quantum.momentum_wavefunction(x, psi)
         with out:
             out.clear_output(wait=True)
-            fig = plots.plot_packet(x, psi, p, phi, quantum.spreads(x, psi))
-            plt.show(fig)
+            _show(figure(shape.value, width.value, k0.value))
 
     for control in (shape, width, k0):
         control.observe(redraw, names="value")
@@ -54,37 +85,41 @@ def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
     A thin wrapper: :func:`qnnlib.attacks.fgsm` / :func:`~qnnlib.attacks.pgd` (α = ε/4, ``steps``
     steps, no random start so the picture does not flicker) and
     :func:`qnnlib.plots.plot_attack_examples` on the first ``n`` samples of ``x``.
-    Returns the ipywidgets container (display it in a notebook).
+    Returns the ipywidgets container (display it in a notebook); without ipywidgets, the static
+    figure for PGD at ε = 0.1 (or ``eps_max`` if smaller).
     """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
     import torch
-    from IPython.display import display
 
-    from . import attacks, plots
+    from . import _checks, attacks, plots
     from .models import evaluation
 
+    eps_max = _checks.real(eps_max, "eps_max", low=0, low_open=True)
+    steps = _checks.integer(steps, "steps", low=1)
+    n = _checks.integer(n, "n", low=1)
     x, y = x[:n], y[:n]
-    eps = widgets.FloatSlider(value=0.1, min=0.0, max=eps_max, step=0.01, description="ε")
+
+    def figure(method, eps):
+        if method == "FGSM":
+            x_adv = attacks.fgsm(model, x, y, eps=eps)
+        elif eps == 0:
+            x_adv = x.clone()
+        else:
+            x_adv = attacks.pgd(model, x, y, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
+        with evaluation(model), torch.no_grad():
+            pred_clean, pred_adv = model(x).argmax(1), model(x_adv).argmax(1)
+        return plots.plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, eps=eps or None, n=n, classes=classes)
+
+    widgets = _ipywidgets()
+    if widgets is None:
+        return figure("PGD", min(0.1, eps_max))
+    eps = widgets.FloatSlider(value=min(0.1, eps_max), min=0.0, max=eps_max, step=0.01, description="ε")
     method = widgets.ToggleButtons(options=["FGSM", "PGD"], value="PGD", description="attack")
     out = widgets.Output()
 
     def redraw(*_):
-        if method.value == "FGSM":
-            x_adv = attacks.fgsm(model, x, y, eps=eps.value)
-        elif eps.value == 0:
-            x_adv = x.clone()
-        else:
-            x_adv = attacks.pgd(model, x, y, eps=eps.value, alpha=eps.value / 4, steps=steps, random_start=False)
-        with evaluation(model), torch.no_grad():
-            pred_clean, pred_adv = model(x).argmax(1), model(x_adv).argmax(1)
         with out:
             out.clear_output(wait=True)
-            fig = plots.plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, eps=eps.value or None,
-                                             n=n, classes=classes)
-            # display + close works with every backend (plt.show(fig) fails under Agg).
-            display(fig)
-            plt.close(fig)
+            _show(figure(method.value, eps.value))
 
     for control in (eps, method):
         control.observe(redraw, names="value")
@@ -132,14 +167,20 @@ def monte_carlo_explorer(problems, *, references=None, sizes=(256, 512, 1024, 20
 
     ``problems = {name: (model, label, input_shape)}``, e.g. the toy classifier and the MNIST CNN;
     ``references = {name: (Δx, Δp)}`` (optional) draws exact values (grid quadrature) as lines.
-    A thin wrapper around :func:`monte_carlo_figure`. Returns the ipywidgets container.
+    A thin wrapper around :func:`monte_carlo_figure`. Returns the ipywidgets container; without
+    ipywidgets, the static figure of the first problem, uniform sampler, the middle N.
     """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     references = references or {}
     sizes = list(sizes)
+    if not problems or not sizes:
+        raise ValueError("problems and sizes must be non-empty")
+    widgets = _ipywidgets()
+    if widgets is None:
+        name = next(iter(problems))
+        model, label, shape = problems[name]
+        axes, _, _ = monte_carlo_figure(model, label, shape, n=sizes[len(sizes) // 2], seed=seed,
+                                        reference=references.get(name))
+        return axes.flat[0].figure
     problem = widgets.Dropdown(options=list(problems), description="ψ of")
     sampler = widgets.ToggleButtons(options=["uniform", "sobol"], value="uniform", description="sampler")
     n = widgets.SelectionSlider(options=sizes, value=sizes[len(sizes) // 2], description="N")
@@ -155,10 +196,7 @@ def monte_carlo_explorer(problems, *, references=None, sizes=(256, 512, 1024, 20
             out.clear_output(wait=True)
             print(f"N = {n.value:,} ({sampler.value}): Δx = {dx:.4f} ± {dx_err:.4f}, Δp = {dp:.4f} ± {dp_err:.4f} "
                   f"(paper form); ESS = {m.ess:,.0f}; {rate:,.0f} samples/s")
-            fig = axes.flat[0].figure
-            # display + close works with every backend (plt.show(fig) fails under Agg).
-            display(fig)
-            plt.close(fig)
+            _show(axes.flat[0].figure)
 
     for control in (problem, sampler, n, seed_box):
         control.observe(redraw, names="value")
