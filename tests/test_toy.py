@@ -20,6 +20,9 @@ def test_toy_data_lies_in_the_unit_square_with_balanced_classes():
     assert x.shape == (200, 2) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert torch.equal(torch.bincount(y), torch.full((4,), 50))
+    # Wide blobs: many draws fall outside Ω before the clamp, none after it.
+    wide, _ = make_toy_data(50, spread=0.5)
+    assert float(wide.min()) == 0.0 and float(wide.max()) == 1.0
 
 
 def test_toy_data_is_reproducible_from_its_seed():

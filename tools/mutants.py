@@ -16,18 +16,22 @@ and may carry a ``::node`` or ``-k`` expression to keep each run small.
 
 The repository is copied once into a temporary directory (the original is never touched); each
 mutant is written into the copy, pytest runs there (``-x``, fast mode, with a timeout) and the file
-is restored. A mutant is "caught" when pytest fails or errors, "TIMEOUT" (counted as caught,
-listed apart) when it runs past the timeout, "survived" when every listed test passes.
+is restored. A mutant is "caught" when pytest fails or errors, "survived" when every listed test
+passes, "timeout" when it runs past ``--timeout`` (undecided: neither caught nor survived, listed
+apart; raise the timeout). Score = caught / (caught + survived).
 Exit status 0 (it reports; it does not judge).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import glob
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,24 +65,28 @@ MUTANTS = [
     # --- the seven that survived the suite before issue 17 -------------------------------------
     m("U1", "gradient of ψ on a grid computed with its axes transposed",
       ("grad = (g / norm).T.reshape(2, points, points)",
-       "grad = (g / norm).T.reshape(2, points, points).transpose(1, 2)"), U),
+       "grad = (g / norm).T.reshape(2, points, points).transpose(1, 2)"), U, "-k", "grid or gradient or wave"),
     m("U2", "bound |1 − B|/2 computed without the absolute value",
-      ("return (1.0 - self.boundary).abs() / 2.0", "return (1.0 - self.boundary) / 2.0"), U),
+      ("return (1.0 - self.boundary).abs() / 2.0", "return (1.0 - self.boundary) / 2.0"), U, "-k", "bound"),
     m("R1", "results JSON written in place instead of atomically (temp file + os.replace)",
       ('fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")',
-       "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), str(path)"), R, E),
+       "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), str(path)"), R, E,
+      "-k", "atomic or write or killed or corrupt or interrupt or crash or partial"),
     m("E1", "per-epoch random generator not seeded by the epoch",
-      ("config.seed * 1_000_003 + epoch * 101 + stream", "config.seed * 1_000_003 + stream"), E),
+      ("config.seed * 1_000_003 + epoch * 101 + stream", "config.seed * 1_000_003 + stream"), E,
+      "-k", "seed or epoch or generator or resume or shuffl"),
     m("E2", "feature-space head loses its scale (head(u) ≠ network's logits)",
       ("linear.weight.copy_(model.fc.weight[:, active] * scale[active])",
-       "linear.weight.copy_(model.fc.weight[:, active])"), E),
+       "linear.weight.copy_(model.fc.weight[:, active])"), E, "-k", "feature or head or scale"),
     m("U3", "class-mean standard error missing its 1/n",
       (("stderr = np.sqrt((errors**2).sum(0)) / n", "stderr = np.sqrt((errors**2).sum(0))"),
        ("float(np.sqrt(np.sum([p[key] ** 2 for p in per_label]))) / len(per_label)",
-        "float(np.sqrt(np.sum([p[key] ** 2 for p in per_label])))")), U, E),
+        "float(np.sqrt(np.sum([p[key] ** 2 for p in per_label])))")), U, E,
+      "-k", "mean or stderr or standard_error or class"),
     m("E3", "features computed with the network in training mode",
       (("    model.eval()\n    device = next(model.parameters()).device\n    batch_size = batch_size or",
-        "    device = next(model.parameters()).device\n    batch_size = batch_size or"),), E),
+        "    device = next(model.parameters()).device\n    batch_size = batch_size or"),), E,
+      "-k", "feature or mode or eval or train"),
     # --- attacks ------------------------------------------------------------------------------
     m("A1", "FGSM steps down the gradient (sign flipped)",
       ("adv = images.detach() + eps * grad.sign()", "adv = images.detach() - eps * grad.sign()"), A),
@@ -148,28 +156,33 @@ MUTANTS = [
       ("return x.clamp(0.0, 1.0).float(), y", "return x.float(), y"), TOY),
     # --- uncertainty estimator ----------------------------------------------------------------
     m("U4", "jackknife without its (K−1) factor",
-      ("((k - 1) / k * (centred**2).sum(0)).sqrt()", "((centred**2).sum(0) / k).sqrt()"), U),
+      ("((k - 1) / k * (centred**2).sum(0)).sqrt()", "((centred**2).sum(0) / k).sqrt()"), U,
+      "-k", "stderr or standard_error"),
     m("U5", "boundary term B missing its factor 2",
       ("boundary = 1.0 + 2.0 * (s[..., 4, :] - mean_xc * s[..., 2, :]) / w",
-       "boundary = 1.0 + (s[..., 4, :] - mean_xc * s[..., 2, :]) / w"), U),
+       "boundary = 1.0 + (s[..., 4, :] - mean_xc * s[..., 2, :]) / w"), U, "-k", "boundary or bound"),
     m("U6", "Δp_i without subtracting ⟨p_i⟩²",
-      ("dp = (s[..., 3, :] / w - mean_p**2).clamp_min(0.0).sqrt()", "dp = (s[..., 3, :] / w).clamp_min(0.0).sqrt()"), U),
+      ("dp = (s[..., 3, :] / w - mean_p**2).clamp_min(0.0).sqrt()", "dp = (s[..., 3, :] / w).clamp_min(0.0).sqrt()"), U,
+      "-k", "closed_form or gaussian or separable"),
     m("U7", "density weights ψ instead of ψ²",
-      ("qw = ql * l", "qw = ql"), U),
+      ("qw = ql * l", "qw = ql"), U, "-k", "closed_form or gaussian or separable"),
     m("U8", "paper-form aggregate computed as root-sum-square",
-      ("return dx.sum(-1).sqrt(), dp.sum(-1).sqrt()", "return (dx**2).sum(-1).sqrt(), (dp**2).sum(-1).sqrt()"), U),
+      ("return dx.sum(-1).sqrt(), dp.sum(-1).sqrt()", "return (dx**2).sum(-1).sqrt(), (dp**2).sum(-1).sqrt()"), U,
+      "-k", "aggregate"),
     m("U9", "neural wave function exp(−l) instead of the loss l",
       ('return F.cross_entropy(logits, target, reduction="none")',
-       'return F.cross_entropy(logits, target, reduction="none").neg().exp()'), U),
+       'return F.cross_entropy(logits, target, reduction="none").neg().exp()'), U, "-k", "neural"),
     m("U10", "Monte Carlo points not mapped to [low, high]",
-      ("x = u.mul_(high - low).add_(low).reshape(b, *shape)", "x = u.reshape(b, *shape)"), U),
+      ("x = u.mul_(high - low).add_(low).reshape(b, *shape)", "x = u.reshape(b, *shape)"), U,
+      "-k", "box or closed_form"),
     # --- experiments, results -----------------------------------------------------------------
     m("E4", "feature coordinates not clamped to the unit box",
       ("return (features[:, self.active] / self.scale[self.active]).clamp(0.0, 1.0)",
-       "return features[:, self.active] / self.scale[self.active]"), E),
+       "return features[:, self.active] / self.scale[self.active]"), E, "-k", "feature or box or normalis"),
     m("R2", "non-finite numbers written to JSON as-is (NaN is not JSON)",
       ("if isinstance(value, float) and not math.isfinite(value):\n        return None",
-       "if isinstance(value, float) and not math.isfinite(value):\n        return value"), R, E),
+       "if isinstance(value, float) and not math.isfinite(value):\n        return value"), R, E,
+      "-k", "nan or finite or json or write or schema"),
     # --- data ---------------------------------------------------------------------------------
     m("D1", "MNIST pixels left in 0..255",
       ("x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)",
@@ -227,21 +240,33 @@ def run_one(mutant: Mutant, work: Path, timeout: float, python: str) -> tuple[st
     path.write_text(original.replace(snippet, replacement, 1), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(work), QNNLIB_FAST="1", PYTHONDONTWRITEBYTECODE="1")
     start = time.perf_counter()
+    process = subprocess.Popen([python, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *args],
+                               cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     try:
-        done = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               "-p", "no:randomly", *args], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-        seconds = time.perf_counter() - start
-        last = (done.stdout.strip().splitlines() or [""])[-1]
-        if done.returncode == 0:
-            return "survived", seconds, last
-        if done.returncode == 5:
-            return "stale", seconds, "no tests collected"
-        return "caught", seconds, last
-    except subprocess.TimeoutExpired:
-        return "TIMEOUT", time.perf_counter() - start, f"over {timeout:.0f} s"
+        out, _ = process.communicate(timeout=timeout)
+    except BaseException as error:  # timeout, or Ctrl-C: end the whole pytest process group
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if not isinstance(error, subprocess.TimeoutExpired):
+            raise
+        return "timeout", time.perf_counter() - start, f"over {timeout:.0f} s"
     finally:
-        path.write_text(original, encoding="utf-8")  # always restore, even on Ctrl-C
+        path.write_text(original, encoding="utf-8")  # always restore
+    seconds = time.perf_counter() - start
+    lines = out.strip().splitlines() or [""]
+    if process.returncode == 0:
+        return "survived", seconds, lines[-1]
+    if process.returncode == 5:
+        return "stale", seconds, "no tests collected"
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    return "caught", seconds, (failed[0] if failed else lines[-1])[:160]
+
+
+def _work_copy(repo: Path, root: Path, i: int) -> Path:
+    work = root / f"repo{i}"
+    shutil.copytree(repo, work, ignore=IGNORE, symlinks=True)
+    return work
 
 
 def main(argv=None) -> int:
@@ -251,6 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repo", type=Path, default=ROOT, help="checkout to mutate (default: this one)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per mutant (default 240)")
     parser.add_argument("--python", default=sys.executable, help="interpreter with the project's packages")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in its own copy (default 1)")
     options = parser.parse_args(argv)
     repo = options.repo.resolve()
     chosen = MUTANTS
@@ -267,23 +293,34 @@ def main(argv=None) -> int:
             state = "STALE: " + where if isinstance(where, str) else str(where[0].relative_to(repo))
             print(f"{x.id:4} {x.bug}\n     {state}; tests: {' '.join(x.tests)}")
         return 0
-    results = []
+    results = {}
     with tempfile.TemporaryDirectory(prefix="qnnlib-mutants-") as tmp:
-        work = Path(tmp) / "repo"
-        shutil.copytree(repo, work, ignore=IGNORE, symlinks=True)
-        print(f"{'id':4}  {'result':8}  {'s':>5}  bug / pytest's last line", flush=True)
-        for x in chosen:
-            state, seconds, detail = run_one(x, work, options.timeout, options.python)
-            results.append((x, state, seconds))
-            print(f"{x.id:4}  {state:8}  {seconds:5.0f}  {x.bug}\n{'':22}{detail}", flush=True)
-    counted = [r for r in results if r[1] != "stale"]
-    caught = [r for r in counted if r[1] in ("caught", "TIMEOUT")]
-    survived = [r[0].id for r in counted if r[1] == "survived"]
+        # One copy per worker: each worker plants one mutant at a time in its own copy.
+        copies = queue.Queue()
+        for i in range(max(1, options.jobs)):
+            copies.put(_work_copy(repo, Path(tmp), i))
+
+        def job(x):
+            work = copies.get()
+            try:
+                return run_one(x, work, options.timeout, options.python)
+            finally:
+                copies.put(work)
+
+        print(f"{'id':4}  {'result':8}  {'s':>5}  bug / first failing test", flush=True)
+        with concurrent.futures.ThreadPoolExecutor(max(1, options.jobs)) as pool:
+            for x, (state, seconds, detail) in zip(chosen, pool.map(job, chosen)):
+                results[x.id] = (x, state, seconds)
+                print(f"{x.id:4}  {state:8}  {seconds:5.0f}  {x.bug}\n{'':22}{detail}", flush=True)
+    results = list(results.values())
+    caught = [r[0].id for r in results if r[1] == "caught"]
+    survived = [r[0].id for r in results if r[1] == "survived"]
+    timeouts = [r[0].id for r in results if r[1] == "timeout"]
     stale = [r[0].id for r in results if r[1] == "stale"]
-    print(f"\nscore: {len(caught)}/{len(counted)} caught"
-          + (f" ({sum(r[1] == 'TIMEOUT' for r in counted)} by timeout)" if any(r[1] == "TIMEOUT" for r in counted) else "")
-          + f"; survived: {', '.join(survived) or 'none'}; stale: {', '.join(stale) or 'none'}; "
-          f"{sum(r[2] for r in results):.0f} s in pytest (worst case {len(chosen)} × {options.timeout:.0f} s)")
+    print(f"\nscore: {len(caught)}/{len(caught) + len(survived)} caught (stale and timed-out mutants not counted)"
+          f"\nsurvived: {', '.join(survived) or 'none'}\ntimeout: {', '.join(timeouts) or 'none'}"
+          f"\nstale: {', '.join(stale) or 'none'}\n{sum(r[2] for r in results):.0f} s in pytest; worst case "
+          f"{len(chosen)} × {options.timeout:.0f} s / {max(1, options.jobs)} job(s)")
     return 0
 
 
