@@ -64,8 +64,9 @@ E, R, D = "tests/test_experiments*.py", "tests/test_results*.py", "tests/test_da
 MUTANTS = [
     # --- the seven that survived the suite before issue 17 -------------------------------------
     m("U1", "gradient of ψ on a grid computed with its axes transposed",
-      ("grad = (g / norm).T.reshape(2, points, points)",
-       "grad = (g / norm).T.reshape(2, points, points).transpose(1, 2)"), U, "-k", "grid or gradient or wave"),
+      (("grad = (g / norm).T.reshape(2, *counts)", "grad = (g / norm).T.reshape(2, *counts).transpose(1, 2)"),
+       ("grad = (g / norm).T.reshape(2, points, points)",
+        "grad = (g / norm).T.reshape(2, points, points).transpose(1, 2)")), U, "-k", "grid or gradient or wave"),
     m("U2", "bound |1 − B|/2 computed without the absolute value",
       ("return (1.0 - self.boundary).abs() / 2.0", "return (1.0 - self.boundary) / 2.0"), U, "-k", "bound"),
     m("R1", "results JSON written in place instead of atomically (temp file + os.replace)",
@@ -79,7 +80,8 @@ MUTANTS = [
       ("linear.weight.copy_(model.fc.weight[:, active] * scale[active])",
        "linear.weight.copy_(model.fc.weight[:, active])"), E, "-k", "feature or head or scale or tiny_run"),
     m("U3", "class-mean standard error missing its 1/n",
-      (("stderr = np.sqrt((errors**2).sum(0)) / n", "stderr = np.sqrt((errors**2).sum(0))"),
+      (("return float((s**2).sum().sqrt() / s.numel())", "return float((s**2).sum().sqrt())"),
+       ("stderr = np.sqrt((errors**2).sum(0)) / n", "stderr = np.sqrt((errors**2).sum(0))"),
        ("float(np.sqrt(np.sum([p[key] ** 2 for p in per_label]))) / len(per_label)",
         "float(np.sqrt(np.sum([p[key] ** 2 for p in per_label])))")), U, E,
       "-k", "mean or stderr or standard_error or class"),
@@ -156,7 +158,9 @@ MUTANTS = [
       ("return x.clamp(0.0, 1.0).float(), y", "return x.float(), y"), TOY),
     # --- uncertainty estimator ----------------------------------------------------------------
     m("U4", "jackknife without its (K−1) factor",
-      ("((k - 1) / k * (centred**2).sum(0)).sqrt()", "((centred**2).sum(0) / k).sqrt()"), U,
+      (("stderr = ((k - 1) / k * ((replicates - mean) ** 2).sum(0)).sqrt()",
+        "stderr = (((replicates - mean) ** 2).sum(0) / k).sqrt()"),
+       ("((k - 1) / k * (centred**2).sum(0)).sqrt()", "((centred**2).sum(0) / k).sqrt()")), U,
       "-k", "stderr or standard_error"),
     m("U5", "boundary term B missing its factor 2",
       ("boundary = 1.0 + 2.0 * (s[..., 4, :] - mean_xc * s[..., 2, :]) / w",
@@ -165,7 +169,8 @@ MUTANTS = [
       ("dp = (s[..., 3, :] / w - mean_p**2).clamp_min(0.0).sqrt()", "dp = (s[..., 3, :] / w).clamp_min(0.0).sqrt()"), U,
       "-k", "closed_form or gaussian or separable"),
     m("U7", "density weights ψ instead of ψ²",
-      ("qw = ql * l", "qw = ql"), U, "-k", "closed_form or gaussian or separable"),
+      (("log_qw = 2.0 * log_l.to(torch.float64)", "log_qw = log_l.to(torch.float64)"),
+       ("qw = ql * l", "qw = ql")), U, "-k", "closed_form or gaussian or separable"),
     m("U8", "paper-form aggregate computed as root-sum-square",
       ("return dx.sum(-1).sqrt(), dp.sum(-1).sqrt()", "return (dx**2).sum(-1).sqrt(), (dp**2).sum(-1).sqrt()"), U,
       "-k", "aggregate"),
@@ -186,14 +191,16 @@ MUTANTS = [
       "-k", "nan or finite or json or write or schema"),
     # --- data ---------------------------------------------------------------------------------
     m("D1", "MNIST pixels left in 0..255",
-      ("x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)",
-       "x = torch.from_numpy(images.copy()).unsqueeze(1).float()"), D),
+      (("x = mnist.data.unsqueeze(1).float().div_(255.0)", "x = mnist.data.unsqueeze(1).float()"),
+       ("x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)",
+        "x = torch.from_numpy(images.copy()).unsqueeze(1).float()")), D),
     m("D2", "stratified subset drops the remainder (n not reached)",
       ("want = n // k + (1 if c < n % k else 0)", "want = n // k"), D),
     m("D3", "subset indices not sorted",
       ("index = torch.cat(picks).sort().values", "index = torch.cat(picks)"), D),
     m("D4", "CIFAR-10 pixels left in 0..255",
-      ("x = images.float().div_(255.0)", "x = images.float()"), D),
+      (("return Dataset(images.float().div_(255.0), labels,", "return Dataset(images.float(), labels,"),
+       ("x = images.float().div_(255.0)", "x = images.float()")), D),
 ]
 
 
