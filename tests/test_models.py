@@ -157,3 +157,12 @@ def test_models_reject_integer_or_misshapen_images(make, x, error, message):
         model(x)
     with pytest.raises(error, match=message):
         model.features(x)
+
+
+def test_residual_block_adds_its_input():
+    from qnnlib.models import _Residual
+
+    torch.manual_seed(0)
+    block = _Residual(4).eval()
+    x = torch.rand(2, 4, 5, 5)
+    torch.testing.assert_close(block(x), x + block.inner(x), rtol=0, atol=0)

@@ -67,6 +67,12 @@ def test_sech_matches_closed_form():
     assert spreads(X, sech_packet(X, width=1.0)).product == pytest.approx(np.pi / 6, abs=1e-6)
 
 
+@pytest.mark.parametrize("shape", ["gaussian", "sech", "triangle", "half-sine"])
+def test_each_packet_has_the_requested_position_spread(shape):
+    # The product is scale-free, so it cannot see a wrong scale; Δx = width can.
+    assert spreads(X, make_packet(shape, X, width=1.3)).dx == pytest.approx(1.3, rel=1e-3)
+
+
 @pytest.mark.parametrize(
     "packet, exact",
     [(triangle_packet, np.sqrt(3.0 / 10.0)), (half_sine_packet, np.sqrt(np.pi**2 / 12 - 0.5))],
@@ -114,6 +120,16 @@ def test_gaussian_transform_is_the_closed_form_gaussian():
     s = 1 / (2 * sigma)
     exact = np.exp(-(p**2) / (2 * s**2)) / np.sqrt(2 * np.pi * s**2)
     assert np.max(np.abs(np.abs(phi) ** 2 - exact)) < 1e-9
+
+
+def test_shifted_gaussian_transform_has_the_closed_form_phase():
+    # ψ(x − c) ↦ e^{−ipc} φ₀(p), on a grid that does not start at a symmetric point, so a wrong
+    # phase origin (x₀ instead of 0) shows; |φ|² alone cannot see it.
+    x = np.linspace(-8.0, 12.0, 2001)
+    sigma, c = 1.0, 1.5
+    p, phi = momentum_wavefunction(x, gaussian_packet(x, center=c, width=sigma))
+    exact = (2 * sigma**2 / np.pi) ** 0.25 * np.exp(-(sigma**2) * p**2) * np.exp(-1j * p * c)
+    assert np.max(np.abs(phi - exact)) < 1e-8
 
 
 def test_gaussian_pulse_reaches_the_time_frequency_bound():

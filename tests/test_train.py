@@ -185,3 +185,14 @@ def test_numpy_and_python_settings_train_identically(make):
         train(model, (x, y), epochs=epochs, batch_size=batch, lr=lr, seed=np.int64(4) if runs else 4, progress=False)
         runs.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_epoch_loss_is_the_mean_over_samples_with_the_short_last_batch_weighted_by_its_size():
+    # lr tiny: the weights stay put, so the epoch's loss is the initial model's mean loss over all
+    # 50 samples, although the batches are 7, 7, …, 1 (a mean over batches would over-weight the 1).
+    x, y = blobs(n=50)
+    model = mlp()
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(x), y).item()
+    history = train(model, (x, y), epochs=1, batch_size=7, lr=1e-12, seed=0, progress=False)
+    assert history.train_loss[0] == pytest.approx(expected, rel=1e-5)
