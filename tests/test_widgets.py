@@ -87,6 +87,7 @@ def test_attack_explorer_rejects_bad_settings():
         widgets.attack_explorer(model, x, y, n=0)
 
 
+@pytest.mark.filterwarnings("ignore:unreliable estimate")
 def test_without_ipywidgets_each_explorer_warns_and_returns_its_static_figure(no_ipywidgets):
     with pytest.warns(UserWarning, match="ipywidgets is not installed"):
         fig = widgets.packet_explorer(X)
@@ -103,6 +104,8 @@ def test_without_ipywidgets_each_explorer_warns_and_returns_its_static_figure(no
     assert isinstance(fig, Figure) and len(fig.axes) == 2
 
 
+# Tiny N on purpose (a smoke test): the estimator rightly warns that such estimates are unreliable.
+@pytest.mark.filterwarnings("ignore:unreliable estimate")
 def test_monte_carlo_figure_plots_four_sample_sizes_with_the_reference():
     torch.manual_seed(0)
     toy = nn.Sequential(nn.Linear(2, 3))
@@ -114,6 +117,7 @@ def test_monte_carlo_figure_plots_four_sample_sizes_with_the_reference():
     assert any(np.allclose(line.get_ydata(), 0.5) for line in dx_axis.get_lines())  # the reference line
 
 
+@pytest.mark.filterwarnings("ignore:unreliable estimate")
 def test_monte_carlo_explorer_with_controls(shown, capsys):
     torch.manual_seed(0)
     toy = nn.Sequential(nn.Linear(2, 3))
