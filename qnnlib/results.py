@@ -11,6 +11,7 @@ git commit, torch version, device, dataset identity, seed, start/end time, wall 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,12 +21,13 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import torch
 
 from . import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the version this qnnlib writes; every version in SCHEMAS is read
 TOP_KEYS = ("schema", "experiment", "config", "provenance", "epochs")
 PROVENANCE_KEYS = (
     "qnnlib_version", "git_commit", "torch_version", "device", "dataset", "seed",
@@ -40,6 +42,68 @@ SPACE_KEYS = (
     "dx", "dp", "dx_stderr", "dp_stderr", "aggregate_form", "frac_below_half", "min_product",
     "mean_boundary",
 )
+
+# JSON Schema (draft 2020-12) of a results record. The measured quantities a reader plots are
+# required numbers; the diagnostics may be null (JSON has no NaN: a NaN is written as null).
+_NUMBER = {"type": "number"}
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+_DIAGNOSTIC = {"type": ["number", "null"]}
+_SPACE = {
+    "type": "object",
+    "required": list(SPACE_KEYS),
+    "properties": {
+        "dx": {"type": "number", "minimum": 0}, "dp": {"type": "number", "minimum": 0},
+        "dx_stderr": _DIAGNOSTIC, "dp_stderr": _DIAGNOSTIC, "frac_below_half": _DIAGNOSTIC,
+        "min_product": _DIAGNOSTIC, "mean_boundary": _DIAGNOSTIC, "frac_meeting_bound": _DIAGNOSTIC,
+        "ess": _DIAGNOSTIC, "aggregate_form": {"enum": ["paper", "rss"]},
+        "labels": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "dims": {"type": "integer", "minimum": 1}, "dropped": {"type": "integer", "minimum": 0},
+    },
+}
+_EPOCH = {
+    "type": "object",
+    "required": list(EPOCH_KEYS),
+    "properties": {
+        "epoch": {"type": "integer", "minimum": 1}, "train_loss": _NUMBER, "train_acc": _FRACTION,
+        "test_acc": _FRACTION, "robust_acc": _FRACTION, "robust_acc_feature": _FRACTION,
+        "pixel": _SPACE, "feature": _SPACE,
+        "seconds": {"type": "object", "required": ["total"], "additionalProperties": _NUMBER},
+    },
+}
+_PROVENANCE = {
+    "type": "object",
+    "required": list(PROVENANCE_KEYS),
+    "properties": {
+        "qnnlib_version": {"type": "string"}, "git_commit": {"type": "string"},
+        "torch_version": {"type": "string"}, "device": {"type": "string"},
+        "dataset": {"type": "object", "required": list(DATASET_KEYS),
+                    "properties": {key: {"type": "string"} for key in DATASET_KEYS}},
+        "seed": {"type": "integer"}, "started": {"type": "string"}, "finished": {"type": ["string", "null"]},
+        "wall_seconds": {"type": "number", "minimum": 0},
+    },
+}
+_FINAL = {
+    "type": "object",
+    "required": ["n_test", "sweep"],
+    "properties": {
+        "n_test": {"type": "integer", "minimum": 1},
+        "sweep": {"type": "object", "required": ["eps", "pixel", "feature"],
+                  "properties": {key: {"type": "array", "items": _FRACTION} for key in ("eps", "pixel", "feature")}},
+    },
+}
+SCHEMA_V1 = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "qnnlib results record, schema 1",
+    "type": "object",
+    "required": list(TOP_KEYS),
+    "properties": {
+        "schema": {"const": 1}, "experiment": {"type": "string"}, "config": {"type": "object"},
+        "provenance": _PROVENANCE, "epochs": {"type": "array", "items": _EPOCH}, "final": _FINAL,
+    },
+}
+# Every schema version this qnnlib reads. A later version (new fields) is added here as a copy of
+# the previous one with its additions (``copy.deepcopy`` and edit), so older files still open.
+SCHEMAS = {1: SCHEMA_V1}
 
 
 class ResultsError(ValueError):
@@ -148,40 +212,48 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def read_results(path: Path) -> dict:
-    """Read and validate a results file; :class:`ResultsError` says what is wrong."""
+    """Read and validate a results file; :class:`ResultsError` says what is wrong, in one line."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultsError(f"results file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except IsADirectoryError:
+        raise ResultsError(f"results file {path} is a folder, not a file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ResultsError(f"results file {path} is corrupt ({error})") from None
+    except OSError as error:
+        raise ResultsError(f"results file {path} cannot be read ({error})") from None
     validate(record, where=str(path))
     return record
 
 
+@functools.cache
+def _validator(version: int):
+    schema = SCHEMAS[version]
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def validate(record: dict, where: str = "results") -> None:
-    """Check the schema of a results record; raise :class:`ResultsError` naming the first problem."""
+    """Check a results record against its JSON Schema (``SCHEMAS[record["schema"]]``).
+
+    Raises :class:`ResultsError` naming the first problem (the field's path and what is wrong).
+    Beyond the schema: epoch records are numbered 1, 2, … in order.
+    """
     if not isinstance(record, dict):
         raise ResultsError(f"{where}: not a JSON object")
-    for key in TOP_KEYS:
-        if key not in record:
-            raise ResultsError(f"{where}: missing field {key!r}")
-    if record["schema"] != SCHEMA_VERSION:
-        raise ResultsError(f"{where}: schema {record['schema']!r}, expected {SCHEMA_VERSION}")
-    for key in PROVENANCE_KEYS:
-        if key not in record["provenance"]:
-            raise ResultsError(f"{where}: provenance lacks {key!r}")
-    for key in DATASET_KEYS:
-        if key not in record["provenance"]["dataset"]:
-            raise ResultsError(f"{where}: provenance.dataset lacks {key!r}")
+    version = record.get("schema")
+    if "schema" not in record:
+        raise ResultsError(f"{where}: missing field 'schema'")
+    if isinstance(version, bool) or version not in SCHEMAS:
+        raise ResultsError(f"{where}: schema {version!r}, expected one of {sorted(SCHEMAS)}")
+    error = jsonschema.exceptions.best_match(_validator(version).iter_errors(record))
+    if error is not None:
+        at = "/".join(str(part) for part in error.absolute_path) or "top level"
+        message = error.message if len(error.message) < 200 else error.message[:200] + "…"
+        raise ResultsError(f"{where}: {at}: {message}")
     for n, epoch in enumerate(record["epochs"], start=1):
-        for key in EPOCH_KEYS:
-            if key not in epoch:
-                raise ResultsError(f"{where}: epoch {n} lacks {key!r}")
         if epoch["epoch"] != n:
             raise ResultsError(f"{where}: epoch records out of order at position {n}")
-        for space in ("pixel", "feature"):
-            for key in SPACE_KEYS:
-                if key not in epoch[space]:
-                    raise ResultsError(f"{where}: epoch {n} {space} lacks {key!r}")
