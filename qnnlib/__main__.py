@@ -1,7 +1,10 @@
-"""Command line: ``python -m qnnlib list | run NAME [...] | show FILE``.
+"""Command line: ``python -m qnnlib list | run NAME [...] | redo-final FILE | show FILE``.
 
-Errors the user can fix (unknown experiment, bad override, missing data, a corrupt or mismatched
-results file) print one line on stderr and exit with status 2, never a traceback.
+Every error — a bad argument, an unknown experiment, a ``--set`` key or value outside its range,
+an unusable ``--device`` or ``--out``, missing data, a corrupt or mismatched results file, a run
+already being written by another process — prints ONE line on stderr and exits with status 2,
+before any training starts where it can be detected up front. ``--debug`` shows the traceback
+instead. Ctrl-C exits with 130 (the finished epochs are saved).
 """
 
 from __future__ import annotations
@@ -12,21 +15,36 @@ import sys
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own usage errors: one line, exit 2
-        self.exit(2, f"qnnlib: error: {message}\n")
+        self.exit(2, "qnnlib: error: " + " ".join(message.split()) + "\n")
 
 
-def _parse_override(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ValueError(f"override must look like KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
+class CLIError(ValueError):
+    """A command line the user can fix."""
 
 
-def main(argv=None) -> int:
-    parser = _Parser(prog="python -m qnnlib", description="Run and inspect the book's recorded experiments.")
+def _parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for text in items:
+        if "=" not in text:
+            raise CLIError(f"--set needs KEY=VALUE, got {text!r}")
+        key, value = (part.strip() for part in text.split("=", 1))
+        if not key:
+            raise CLIError(f"--set needs KEY=VALUE, got {text!r}")
+        if key in overrides:
+            raise CLIError(f"--set {key} given twice")
+        overrides[key] = value
+    return overrides
+
+
+def _parser() -> _Parser:
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error")
+    parser = _Parser(prog="python -m qnnlib", description="Run and inspect the book's recorded experiments.",
+                     parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("list", help="list the named experiments")
-    run = commands.add_parser("run", help="run (or resume) a named experiment")
+    commands.add_parser("list", help="list the named experiments", parents=[debug])
+    run = commands.add_parser("run", help="run (or resume) a named experiment", parents=[debug])
     run.add_argument("name")
     run.add_argument("--fast", action="store_true", help="the tiny fast-mode configuration")
     run.add_argument("--epochs", type=int, default=None)
@@ -34,36 +52,57 @@ def main(argv=None) -> int:
     run.add_argument("--out", default=None, help="folder for results (default: runs/)")
     run.add_argument("--no-resume", action="store_true", help="start again even if results exist")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    redo = commands.add_parser("redo-final", help="recompute a finished run's final evaluation from its weights")
+    redo = commands.add_parser("redo-final", help="recompute a finished run's final evaluation from its weights",
+                               parents=[debug])
     redo.add_argument("file")
     redo.add_argument("--device", default=None, help="cpu, cuda, cuda:0 … (default: cuda if available)")
-    show = commands.add_parser("show", help="summarise a results file")
+    show = commands.add_parser("show", help="summarise a results file", parents=[debug])
     show.add_argument("file")
-    args = parser.parse_args(argv)
+    return parser
 
-    from . import experiments
-    from .results import ResultsError
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
+        from . import experiments
+
         if args.command == "list":
             print(experiments.describe())
         elif args.command == "run":
-            overrides = dict(_parse_override(item) for item in args.set)
-            path = experiments.run(
-                args.name, fast=args.fast, epochs=args.epochs, device=args.device, out=args.out,
-                resume=not args.no_resume, **overrides,
-            )
+            overrides = _parse_overrides(args.set)
+            if "epochs" in overrides and args.epochs is not None:
+                raise CLIError("epochs given twice (--epochs and --set epochs)")
+            if args.epochs is not None:
+                overrides["epochs"] = args.epochs
+            path = experiments.run(args.name, fast=args.fast, device=args.device, out=args.out,
+                                   resume=not args.no_resume, overrides=overrides)
             print(f"results: {path}")
         elif args.command == "redo-final":
             print(f"results: {experiments.redo_final(args.file, device=args.device)}")
         else:
             print(experiments.show(args.file))
-    except (ValueError, FileNotFoundError, ResultsError) as error:
-        print("qnnlib: error: " + " ".join(str(error).split()), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("qnnlib: interrupted; finished epochs are saved, run again to resume", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug:
+            raise
+        from .results import ResultsError
+
+        if isinstance(error, (ValueError, OSError, ResultsError)):  # the user's to fix
+            print(f"qnnlib: error: {_one_line(error)}", file=sys.stderr)
+        else:  # a bug: say so, still in one line
+            print(f"qnnlib: internal error ({type(error).__name__}): {_one_line(error)} "
+                  "(run again with --debug for the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

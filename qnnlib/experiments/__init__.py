@@ -1,10 +1,11 @@
 """Named experiments, the per-epoch measurement loop, and recorded results (Chapters 6–8).
 
-Four modules, one concept each:
+Five modules, one concept each:
 
 * :mod:`.configs` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
 * :mod:`.measure` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
   snapshots) and on the final model (the stronger attack over the ε sweep);
+* :mod:`.store` — a run's folder: its files, its lock, the write order and its invariants;
 * :mod:`.runner` — running (and resuming) an experiment: epochs, checkpoints, results files, the
   exported weights, ``redo_final``;
 * :mod:`.recorded` — recorded results as the book reads them (local, downloaded or run on demand).
@@ -15,13 +16,14 @@ the module is ``importlib.import_module("qnnlib.experiments.recorded")``.
 """
 
 from .configs import (
-    CONFIGS, FAST, MODELS, RESULTS_DIR, ROOT, RUNS_DIR, ExperimentConfig, build_model, config_of, describe,
-    make_config,
+    CONFIGS, FAST, MODELS, RESULTS_DIR, ROOT, RUNS_DIR, ExperimentConfig, allowed, build_model, config_of,
+    configure, describe, make_config,
 )
 from .measure import (
     FeatureSpace, _features, _generator, evaluation_subset, feature_space, final_evaluation, measure_epoch,
     space_summary, strong_robust_accuracy,
 )
+from .store import RunFiles, RunLocked
 from .runner import _datasets, _device, export_weights, redo_final, run
 from .recorded import (
     RECORDED_MINUTES, RECORDED_SUFFIXES, RESULTS_URL_ENV, TRAINING_MARKER, RecordedRun, RecordedRunUnavailable,
@@ -31,7 +33,7 @@ from .recorded import (
 
 __all__ = [
     "CONFIGS", "FAST", "MODELS", "RESULTS_DIR", "ROOT", "RUNS_DIR", "ExperimentConfig", "build_model", "config_of",
-    "describe", "make_config", "FeatureSpace", "evaluation_subset", "export_weights", "feature_space",
+    "describe", "make_config", "configure", "allowed", "RunFiles", "RunLocked", "FeatureSpace", "evaluation_subset", "export_weights", "feature_space",
     "final_evaluation", "measure_epoch", "redo_final", "run", "space_summary", "strong_robust_accuracy",
     "RECORDED_SUFFIXES", "RESULTS_URL_ENV", "RecordedRun", "book_runs", "book_runs_note", "final_model",
     "load_or_run", "load_snapshots", "recorded", "show", "weights_path", "RECORDED_MINUTES", "TRAINING_MARKER",

@@ -7,13 +7,14 @@ file; ``CONFIGS`` are the book's three named runs, ``FAST`` the changes of fast 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .. import models, results
+from .. import models, results, uncertainty
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "book" / "results"
@@ -96,70 +97,153 @@ def _coerce(name: str, value, default):
         return value
     try:
         if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
+            if value.strip().lower() not in ("true", "false", "1", "0"):
                 raise ValueError
-            return value.lower() in ("true", "1")
+            return value.strip().lower() in ("true", "1")
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
             return float(value)
         if isinstance(default, tuple):
-            kind = float if any(isinstance(v, float) for v in default) else int
+            kind = float if any(isinstance(v, float) for v in default) or name == "sweep_eps" else int
             return tuple(kind(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"override {name}={value!r} is not a valid {type(default).__name__}") from None
+        kind = "true/false" if isinstance(default, bool) else (
+            "comma-separated list" if isinstance(default, tuple) else type(default).__name__)
+        raise ValueError(f"override {name}={value!r} is not a valid {kind}") from None
     return value
 
 
-def make_config(name: str, *, fast: bool = False, epochs: int | None = None, **overrides) -> ExperimentConfig:
-    """The named config, shrunk in fast mode, with ``epochs`` and other overrides applied."""
-    if name not in CONFIGS:
+# The datasets each network is built for (its input shape and its normalisation constants).
+MODEL_DATASETS = {"MnistCNN3": "mnist", "CifarCNN4": "cifar10", "ResNet8": "cifar10"}
+MAX_SEED = 2**31 - 1
+
+
+def _finite(v) -> bool:
+    return math.isfinite(v)
+
+
+def _rules(model: str) -> dict:
+    """``{field: (allowed range in words, check(value, config) -> bool)}`` for a network ``model``.
+
+    Every field of :class:`ExperimentConfig` except ``name`` has a rule; ``width`` depends on the
+    network (MnistCNN3 has fixed channels, so only its default 0 is allowed).
+    """
+    def ints(lo, hi=None):
+        return lambda v, c: lo <= v and (hi is None or v <= hi)
+
+    def unit(low_open=False):
+        return lambda v, c: _finite(v) and (0 < v if low_open else 0 <= v) and v <= 1
+
+    dataset = MODEL_DATASETS.get(model)
+    return {
+        "dataset": (f"{dataset} (the dataset of {model})" if dataset else "the model's dataset",
+                    lambda v, c: v == MODEL_DATASETS.get(c.model)),
+        "model": ("|".join(MODELS), lambda v, c: v in MODELS),
+        "width": (("0 (MnistCNN3 has fixed channels, no width)", lambda v, c: v == 0) if model == "MnistCNN3"
+                  else ("0..1024 (0: the network's default)", ints(0, 1024))),
+        "augment": ("true|false", lambda v, c: True),
+        "epochs": ("1..10000", ints(1, 10_000)),
+        "batch_size": ("1..65536", ints(1, 65_536)),
+        "lr": ("> 0, finite", lambda v, c: _finite(v) and v > 0),
+        "seed": (f"0..{MAX_SEED}", ints(0, MAX_SEED)),
+        "train_size": ("≥ 0 (0: the whole split)", ints(0)),
+        "test_size": ("≥ 0 (0: the whole split)", ints(0)),
+        "pgd_eps": ("[0, 1]", unit()),
+        "pgd_alpha": ("(0, 1]", unit(low_open=True)),
+        "pgd_steps": ("1..10000", ints(1, 10_000)),
+        "labels": ("distinct classes in 0..9, at least one",
+                   lambda v, c: len(v) > 0 and len(set(v)) == len(v) and all(0 <= x <= 9 for x in v)),
+        "mc_samples": ("2..1000000", ints(2, 1_000_000)),
+        "mc_sampler": ("|".join(uncertainty.SAMPLERS), lambda v, c: v in uncertainty.SAMPLERS),
+        "aggregate_form": ("paper|rss", lambda v, c: v in ("paper", "rss")),
+        "snapshot_epochs": ("epochs in 1..epochs (the last epoch is always added)",
+                            lambda v, c: all(1 <= e <= c.epochs for e in v)),
+        "snapshot_size": ("≥ 0 (0: the whole test split)", ints(0)),
+        "snapshot_eps": ("[0, 1]", unit()),
+        "snapshot_alpha": ("(0, 1]", unit(low_open=True)),
+        "snapshot_steps": ("1..10000", ints(1, 10_000)),
+        "sweep_eps": ("values in [0, 1], at least one", lambda v, c: len(v) > 0 and all(_finite(e) and 0 <= e <= 1 for e in v)),
+        "strong_steps": ("1..10000", ints(1, 10_000)),
+        "strong_restarts": ("1..100", ints(1, 100)),
+        "final_size": ("≥ 0 (0: the whole test split)", ints(0)),
+    }
+
+
+def allowed(model: str) -> str:
+    """The settable keys of a run of network ``model`` and their ranges, on one line."""
+    return "; ".join(f"{key}: {words}" for key, (words, _) in _rules(model).items())
+
+
+def _refuse(key: str, problem: str, config) -> ValueError:
+    return ValueError(f"{key}: {problem}. Allowed for {config.name} ({config.model}): {allowed(config.model)}")
+
+
+def configure(name: str, /, *, fast: bool = False, overrides: dict | None = None) -> ExperimentConfig:
+    """The named config, shrunk in fast mode, with ``overrides`` (``{field: value}``) applied.
+
+    Values may be strings (the CLI's ``--set KEY=VALUE``; converted to the field's type). Every
+    override is checked, and so is the result: a bad key or value raises one ``ValueError`` naming
+    it and listing the allowed keys and ranges for the config's network, before any work is done.
+    """
+    if not isinstance(name, str) or name not in CONFIGS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(CONFIGS)}")
-    config = CONFIGS[name]
+    base = CONFIGS[name]
     changes = dict(FAST) if fast else {}
-    known = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    overrides = dict(overrides or {})
     for key, value in overrides.items():
-        if key not in known or key == "name":
-            raise ValueError(f"unknown override {key!r}; allowed: {sorted(set(known) - {'name'})}")
-        changes[key] = _coerce(key, value, getattr(config, key))
-    if epochs is not None:
-        changes["epochs"] = _coerce("epochs", epochs, config.epochs)
-    config = dataclasses.replace(config, **changes)
-    _check_config(config)
+        if key == "name":
+            raise _refuse(key, "the experiment's name is not a setting (give another experiment instead)", base)
+        if key not in _rules(base.model):
+            raise _refuse(key, "unknown override", base)
+        changes[key] = _coerce(key, value, getattr(base, key))
+    config = dataclasses.replace(base, **changes)
+    _check_config(config, explicit=set(overrides))
     return config
 
 
-def _check_config(c: ExperimentConfig) -> None:
-    for f in dataclasses.fields(c):
-        value, default = getattr(c, f.name), getattr(CONFIGS.get(c.name, c), f.name)
-        if isinstance(default, bool) or isinstance(default, int):
-            ok = type(value) is type(default)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ValueError(f"{f.name} must be a {type(default).__name__}, got {value!r}")
-    if c.epochs < 1:
-        raise ValueError(f"epochs must be ≥ 1, got {c.epochs}")
-    if c.batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {c.batch_size}")
-    if not c.lr > 0:
-        raise ValueError(f"lr must be > 0, got {c.lr}")
-    if c.train_size < 0 or c.test_size < 0 or c.snapshot_size < 0:
-        raise ValueError("train_size, test_size and snapshot_size must be ≥ 0 (0 means the whole split)")
-    if c.pgd_eps < 0 or c.pgd_alpha <= 0 or c.pgd_steps < 1:
-        raise ValueError("PGD needs pgd_eps ≥ 0, pgd_alpha > 0 and pgd_steps ≥ 1")
-    if c.mc_samples < 2:
-        raise ValueError(f"mc_samples must be ≥ 2, got {c.mc_samples}")
-    if c.aggregate_form not in ("paper", "rss"):
-        raise ValueError(f"aggregate_form must be 'paper' or 'rss', got {c.aggregate_form!r}")
+def make_config(name: str, /, *, fast: bool = False, epochs: int | None = None, **overrides) -> ExperimentConfig:
+    """The named config, shrunk in fast mode, with ``epochs`` and other overrides applied (see :func:`configure`)."""
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    return configure(name, fast=fast, overrides=overrides)
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(default, int) or isinstance(default, str):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and all(_type_ok(v, 0.0 if any(isinstance(d, float) for d in default) else 0)
+                                                for v in value)
+    return isinstance(value, type(default))
+
+
+def _check_config(c: ExperimentConfig, explicit=()) -> None:
+    """Raise ``ValueError`` for the first field of ``c`` outside its rule (overridden fields first).
+
+    The default snapshot epochs (1, 21, 41) may lie beyond a shortened run's last epoch (those
+    snapshots are then not taken); snapshot epochs asked for explicitly must lie in 1..epochs.
+    """
+    rules = _rules(c.model)
+    base = CONFIGS.get(c.name, c)
+    fields = [f.name for f in dataclasses.fields(c) if f.name != "name"]
+    for key in sorted(fields, key=lambda k: k not in explicit):
+        value, default = getattr(c, key), getattr(base, key)
+        if not _type_ok(value, default):
+            raise _refuse(key, f"must be a {type(default).__name__}, got {value!r}", c)
+        words, check = rules[key]
+        if key == "snapshot_epochs" and key not in explicit:
+            check = lambda v, c: all(e >= 1 for e in v)  # noqa: E731
+        if key == "model" or key == "dataset" or check(value, c):
+            continue
+        raise _refuse(key, f"{value!r} is out of range ({words})", c)
     if c.model not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {c.model!r}")
-    if not c.labels or any(not 0 <= label < 10 for label in c.labels):
-        raise ValueError(f"labels must be a non-empty tuple of classes in 0..9, got {c.labels}")
-    if any(not 0 <= eps <= 1 for eps in c.sweep_eps) or c.strong_steps < 1 or c.strong_restarts < 1:
-        raise ValueError("the final evaluation needs sweep_eps in [0, 1], strong_steps ≥ 1 and strong_restarts ≥ 1")
+        raise _refuse("model", f"{c.model!r} is not one of {'|'.join(MODELS)}", c)
+    if c.dataset != MODEL_DATASETS[c.model]:
+        key = "dataset" if "dataset" in explicit else "model"
+        raise _refuse(key, f"{c.model} is built for {MODEL_DATASETS[c.model]}, not for {c.dataset!r}", c)
 
 
 def build_model(config: ExperimentConfig) -> nn.Module:

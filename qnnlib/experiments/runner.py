@@ -1,19 +1,22 @@
 """Running (and resuming) an experiment: epochs, checkpoints, results files (Chapters 6–8).
 
 An experiment trains one of the book's networks for ``epochs`` epochs and, after every epoch,
-measures what the paper plots (SPEC §6): clean test accuracy, PGD robust accuracy in pixel and in
-feature space, and Δx, Δp (with standard errors and the SPEC §2 diagnostics) in both spaces. At the
-configured snapshot epochs it also embeds test features (clean and attacked) with t-SNE for Fig. 1.
+measures what the paper plots (:mod:`.measure`, SPEC §6). Results go to ``OUT/NAME.json``
+(``NAME-fast.json`` in fast mode) after every epoch, with a checkpoint beside it.
 
-Results go to ``OUT/NAME.json`` (``NAME-fast.json`` in fast mode) after every epoch, with a
-checkpoint beside it, both written atomically: a run killed at any point and started again resumes
-from the last finished epoch and, on a CPU with the same seed, ends with the same numbers as an
-uninterrupted run, because every random draw of epoch e comes from a generator seeded by
-(seed, e). A results file made with another config is never reused: resuming it is an error.
+Everything that can be checked before the first epoch is: the config (every key and range, see
+:func:`.configs.configure`), the device, the results folder, the lock, and on resumption the
+checkpoint's config and the dataset identity. Then a run killed at any point and started again
+resumes after its last committed epoch and, on a CPU with the same seed, ends with the same
+numbers as an uninterrupted run, because every random draw of epoch e comes from a generator
+seeded by (seed, e). The files, the lock, the write order and the invariants that make this so
+are in :mod:`.store`. A results file made with another config or another dataset is never
+reused: resuming it is an error (``--no-resume`` starts again).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +25,8 @@ import torch
 
 from .. import results, train
 from ..data import load_dataset, subset
-from .configs import RUNS_DIR, ExperimentConfig, build_model, config_of, make_config
+from . import store
+from .configs import RUNS_DIR, ExperimentConfig, _check_config, build_model, config_of, configure
 from .measure import _generator, _snapshot, final_evaluation, measure_epoch
 
 
@@ -33,14 +37,23 @@ def redo_final(results_json: Path | str, *, device=None) -> Path:
     used the first test images; on a class-sorted test set, only the first classes). The per-epoch
     record is untouched; ``provenance.final_redone`` says when and with which commit.
     """
-    from .recorded import _recorded, final_model  # recorded.py imports this module
-
     path = Path(results_json)
+    device = _device(device)
     record = results.read_results(path)
-    config = config_of(record)
+    try:
+        config = config_of(record)
+        _check_config(config)
+    except (TypeError, ValueError) as error:
+        raise results.ResultsError(f"{path}: its config is not a valid qnnlib config ({error})") from None
     if len(record["epochs"]) != config.epochs:
         raise results.ResultsError(f"{path} is unfinished ({len(record['epochs'])} of {config.epochs} epochs)")
-    device = _device(device)
+    with store.locked(store.RunFiles.of(path)):
+        return _redo_final(path, record, config, device)
+
+
+def _redo_final(path: Path, record: dict, config: ExperimentConfig, device) -> Path:
+    from .recorded import _recorded, final_model  # recorded.py imports this module
+
     model = final_model(_recorded(path)).to(device)
     train_set, test = _datasets(config)
     clock = time.perf_counter()
@@ -60,13 +73,22 @@ def redo_final(results_json: Path | str, *, device=None) -> Path:
 
 
 def _device(device) -> torch.device:
-    """The device asked for, else CUDA when available, else the CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def _paths(config: ExperimentConfig, out: Path, fast: bool) -> tuple[Path, Path, Path]:
-    stem = config.name + ("-fast" if fast else "")
-    return out / f"{stem}.json", out / f"{stem}.npz", out / f"{stem}.ckpt.pt"
+    """The device asked for (checked: cpu, cuda, cuda:N that exists), else CUDA when available, else the CPU."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if chosen.type == "cpu":
+        return chosen
+    if chosen.type != "cuda":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine (use --device cpu)")
+    if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return chosen
 
 
 def _datasets(config: ExperimentConfig):
@@ -79,65 +101,127 @@ def _datasets(config: ExperimentConfig):
     return train_set, test
 
 
-def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None, out=None,
-        resume: bool = True, progress: bool = True, **overrides) -> Path:
+def run(name: str, /, *, fast: bool = False, epochs: int | None = None, device=None, out=None,
+        resume: bool = True, progress: bool = True, overrides: dict | None = None, **more) -> Path:
     """Run (or resume) the experiment ``name``; return the path of its results JSON.
 
     Args:
         name: a key of ``CONFIGS`` (``python -m qnnlib list``).
         fast: the tiny configuration of fast mode (a few thousand images, 2 epochs).
         epochs: override the number of epochs.
-        device: ``"cpu"``, ``"cuda"``…; default CUDA when available.
-        out: results folder (default ``runs/``).
-        resume: continue from the last finished epoch of a matching results file; with False,
-            start again and overwrite.
-        **overrides: any other :class:`ExperimentConfig` field (strings are converted).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; default CUDA when available.
+        out: results folder (default ``runs/``); created if absent.
+        resume: continue after the last committed epoch of a matching run in ``out``; with False,
+            delete its files (checkpoint first) and start again.
+        overrides, **more: any other :class:`ExperimentConfig` field (strings are converted), as a
+            dict (the CLI's ``--set``) or as keywords.
+
+    Raises ``ValueError`` (bad config, device or folder; :class:`.store.RunLocked` when another
+    process writes the same run) or :class:`results.ResultsError` (a run there that cannot be
+    resumed), all before the first epoch.
     """
-    config = make_config(name, fast=fast, epochs=epochs, **overrides)
+    overrides = dict(overrides or {})
+    for key, value in more.items():
+        if key in overrides:
+            raise ValueError(f"override {key} given twice")
+        overrides[key] = value
+    if epochs is not None:
+        if "epochs" in overrides:
+            raise ValueError("epochs given twice (as epochs= and as an override)")
+        overrides["epochs"] = epochs
+    config = configure(name, fast=fast, overrides=overrides)
     device = _device(device)
-    out = Path(out) if out is not None else RUNS_DIR
-    json_path, npz_path, ckpt_path = _paths(config, out, fast)
+    files = store.RunFiles(store.prepare_folder(RUNS_DIR if out is None else out),
+                           config.name + ("-fast" if fast else ""))
+    with store.locked(files):
+        store.clean_temporary(files)
+        return _run(config, fast, device, files, resume, progress)
+
+
+def _resume_state(files: store.RunFiles, config: ExperimentConfig, experiment: str, train_set):
+    """``(record, checkpoint)`` to continue from, or ``(None, None)`` to start afresh (store invariants 3–4)."""
+    want = store.config_hash(experiment, config.as_dict())
+    written = results.read_results(files.json) if files.json.exists() else None
+    state = results.load_checkpoint(files.ckpt) if files.ckpt.exists() else None
+    another = "was made with another config; use --no-resume to overwrite it or --out for a new folder"
+    if state is not None and "record" in state:
+        if state.get("config_hash") != want:
+            raise results.ResultsError(f"{files.ckpt} {another}")
+        try:
+            record = json.loads(state["record"])
+        except (TypeError, ValueError):
+            raise results.ResultsError(f"checkpoint {files.ckpt} is corrupt (its record is not JSON)") from None
+        results.validate(record, where=str(files.ckpt))
+        if len(record["epochs"]) != int(state["epoch"]):
+            raise results.ResultsError(f"checkpoint {files.ckpt} is corrupt (epoch {state['epoch']}, "
+                                       f"{len(record['epochs'])} epoch records)")
+    elif written is not None:
+        if written["config"] != config.as_dict() or written["experiment"] != experiment:
+            raise results.ResultsError(f"{files.json} {another}")
+        record = written
+        if state is not None:  # a checkpoint of an older qnnlib: epoch, model, optimizer only
+            done = int(state["epoch"])
+            if len(record["epochs"]) < done:
+                raise results.ResultsError(f"{files.ckpt} is ahead of {files.json}; use --no-resume to start again")
+            if len(record["epochs"]) > done:  # that older qnnlib wrote the JSON first
+                record["epochs"] = record["epochs"][:done]
+                record.pop("final", None)
+        elif "final" not in record:
+            return None, None  # a JSON without its checkpoint (invariant 5): start afresh
+    else:
+        return None, None
+    if int(record["provenance"]["seed"]) != config.seed or record["config"]["epochs"] != config.epochs:
+        raise results.ResultsError(f"{files.json} {another}")
+    made_from = record["provenance"]["dataset"]["identity"]
+    if made_from != train_set.identity:
+        raise results.ResultsError(
+            f"{files.json} was made from {made_from}, but the data found now is {train_set.identity} "
+            f"({train_set.source}); point QNNLIB_DATA at the original data, or use --no-resume or another --out")
+    return record, state
+
+
+def _run(config: ExperimentConfig, fast: bool, device, files: store.RunFiles, resume: bool, progress: bool) -> Path:
     train_set, test = _datasets(config)
+    experiment = config.name + (" (fast)" if fast else "")
+    digest = store.config_hash(experiment, config.as_dict())
+    if resume:
+        record, state = _resume_state(files, config, experiment, train_set)
+    else:
+        store.discard(files)
+        record, state = None, None
 
     model = build_model(config).to(device)
     if train_set.x.ndim == 4:
         model.to(memory_format=torch.channels_last)  # faster convolutions, same weights
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    record, snapshots, start_epoch = None, {}, 1
-    if resume and json_path.exists():
-        record = results.read_results(json_path)
-        if record["config"] != config.as_dict():
-            raise results.ResultsError(
-                f"{json_path} was made with another config; use --no-resume to overwrite it or --out for a new folder"
-            )
-        if ckpt_path.exists():
-            state = results.load_checkpoint(ckpt_path)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"]) + 1
-        else:
-            start_epoch = 1
-        # The JSON may be one epoch ahead of the checkpoint if a kill fell between the two writes;
-        # that epoch is recomputed (identically, since its random streams are seeded).
-        record["epochs"] = record["epochs"][: start_epoch - 1]
-        if start_epoch <= config.epochs:
-            # A run may be finished over several sessions (or machines): each resumption is recorded.
-            here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
-            record["provenance"].setdefault("resumed", []).append({
-                "epoch": start_epoch, "at": here["started"], "git_commit": here["git_commit"],
-                "device": here["device"], "torch_version": here["torch_version"],
-            })
-        if npz_path.exists():
-            with np.load(npz_path) as data:
-                snapshots = {k: data[k] for k in data.files if int(k.split("_")[0][5:]) < start_epoch}
+    snapshots = {}
     if record is None:
         record = {
             "schema": results.SCHEMA_VERSION,
-            "experiment": config.name + (" (fast)" if fast else ""),
+            "experiment": experiment,
             "config": config.as_dict(),
             "provenance": results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now()),
             "epochs": [],
         }
+    start_epoch = len(record["epochs"]) + 1
+    if start_epoch > config.epochs:  # finished: bring the JSON and the weights up to its checkpoint
+        if state is not None and (not files.json.exists() or _lags(results.read_results(files.json), record)):
+            results.write_json(files.json, record)
+        if state is not None and not _weights_current(files, digest):
+            export_weights(files.ckpt)
+        return files.json
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        # A run may be finished over several sessions (or machines): each resumption is recorded.
+        here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
+        record["provenance"].setdefault("resumed", []).append({
+            "epoch": start_epoch, "at": here["started"], "git_commit": here["git_commit"],
+            "device": here["device"], "torch_version": here["torch_version"],
+        })
+        if files.npz.exists():  # snapshot arrays of committed epochs only (invariant 3)
+            with np.load(files.npz) as data:
+                snapshots = {k: data[k] for k in data.files if int(k.split("_")[0][5:]) < start_epoch}
     snapshot_epochs = set(config.snapshot_epochs) | {config.epochs}
     wall_before = float(record["provenance"]["wall_seconds"])
     session_start = time.perf_counter()
@@ -156,7 +240,7 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
             clock = time.perf_counter()
             snapshots.update(_snapshot(model, test, config, epoch))
             seconds["snapshot"] = time.perf_counter() - clock
-            results.write_npz(npz_path, snapshots)
+            results.write_npz(files.npz, snapshots)
         seconds["total"] = sum(seconds.values())
         record["epochs"].append({
             "epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"], **metrics,
@@ -168,16 +252,38 @@ def run(name: str, *, fast: bool = False, epochs: int | None = None, device=None
             record["final"]["seconds"] = time.perf_counter() - clock
         record["provenance"]["wall_seconds"] = wall_before + time.perf_counter() - session_start
         record["provenance"]["finished"] = results.now() if epoch == config.epochs else None
-        results.write_json(json_path, record)
-        results.save_checkpoint(ckpt_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        record = json.loads(json.dumps(results._clean(record), allow_nan=False))  # what a reader will see
+        results.validate(record, where=f"{config.name} epoch {epoch}")  # e.g. a NaN loss: stop, say so
+        # The commit of this epoch (store invariant 3): the checkpoint, then the JSON, then the weights.
+        results.save_checkpoint(files.ckpt, {
+            "epoch": epoch, "config_hash": digest, "record": json.dumps(record),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        })
+        results.write_json(files.json, record)
         if epoch == config.epochs:
-            export_weights(ckpt_path)
+            export_weights(files.ckpt)
         if progress:
             e = record["epochs"][-1]
             print(f"epoch {epoch}: loss {e['train_loss']:.4f} test {e['test_acc']:.4f} robust {e['robust_acc']:.4f} "
                   f"feature-robust {e['robust_acc_feature']:.4f} Δx {e['pixel']['dx']:.3f} Δp {e['pixel']['dp']:.3f} "
                   f"({seconds['total']:.1f} s)", flush=True)
-    return json_path
+    return files.json
+
+
+def _lags(written: dict, record: dict) -> bool:
+    """True if the JSON on disk is behind the checkpoint's record (a kill fell between the two writes)."""
+    return len(written["epochs"]) != len(record["epochs"]) or ("final" in written) != ("final" in record)
+
+
+def _weights_current(files: store.RunFiles, digest: str) -> bool:
+    if not files.weights.exists():
+        return False
+    try:
+        state = results.load_checkpoint(files.weights)
+    except results.ResultsError:
+        return False
+    return state.get("config_hash", digest) == digest
+
 
 def export_weights(ckpt_path: Path | str) -> Path:
     """Write the model weights of a checkpoint (without the optimizer state) beside it, atomically."""
@@ -187,6 +293,9 @@ def export_weights(ckpt_path: Path | str) -> Path:
     state = results.load_checkpoint(ckpt_path)
     weights = {k: v.contiguous() for k, v in state["model"].items()}
     out = weights_path(ckpt_path.with_name(ckpt_path.name.removesuffix(".ckpt.pt") + ".json"))
-    results._atomic_write(out, lambda f: torch.save({"epoch": int(state["epoch"]), "model": weights}, f))
+    saved = {"epoch": int(state["epoch"]), "model": weights}
+    if "config_hash" in state:
+        saved["config_hash"] = state["config_hash"]
+    results._atomic_write(out, lambda f: torch.save(saved, f))
     return out
 
