@@ -304,9 +304,10 @@ def test_book_runs_read_finished_records_and_never_train_one_in_progress(synthet
     monkeypatch.setattr(recorded_module, "RESULTS_DIR", tmp_path)
     monkeypatch.delenv(experiments.RESULTS_URL_ENV, raising=False)
     tiny = experiments.make_config("mnist-cnn3", **TINY)
-    for module in (recorded_module, runner):
-        monkeypatch.setattr(module, "make_config", lambda name, fast=False, epochs=None, **kw:
-                            dataclasses.replace(tiny, **({"epochs": epochs} if epochs else {}), **kw))
+    monkeypatch.setattr(recorded_module, "make_config", lambda name, fast=False, epochs=None, **kw:
+                        dataclasses.replace(tiny, **({"epochs": epochs} if epochs else {}), **kw))
+    monkeypatch.setattr(runner, "configure", lambda name, fast=False, overrides=None:
+                        dataclasses.replace(tiny, **(overrides or {})))
     path = experiments.run("mnist-cnn3", out=tmp_path, progress=False)
     finished = results.read_results(path)
     # The record as it stands after 1 of 3 epochs: no final evaluation yet.
