@@ -147,12 +147,14 @@ colab: $(STAMP)
 # Colab-like environment (.venv-colab: Colab's packages, no myst-nb/Sphinx/torchattacks), qnnlib
 # installed by each chapter's own install cell from this clone, the recorded runs served from a
 # loopback port; then again after a simulated restart. It prints chapter × status × seconds.
+# First the edition tests that need an executed build (they skip in make unit, which runs before it).
 COLAB_CHECK := _build/colab-check
 colab-check: $(STAMP)
 	test -d _build/jupyter_execute || QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --keep-going
 	rm -rf $(COLAB_CHECK)
 	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB_CHECK) \
 		--mode $$([ $(BOOK_DONE) -nt _build/html/index.html ] && echo full || echo fast)
+	QNNLIB_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_colab_edition.py
 	$(BIN)/python tools/colab_check.py --notebooks $(COLAB_CHECK)/book
 
 clean:
