@@ -175,8 +175,10 @@ MUTANTS = [
       ("return dx.sum(-1).sqrt(), dp.sum(-1).sqrt()", "return (dx**2).sum(-1).sqrt(), (dp**2).sum(-1).sqrt()"), U,
       "-k", "aggregate"),
     m("U9", "neural wave function exp(−l) instead of the loss l",
-      ('return F.cross_entropy(logits, target, reduction="none")',
-       'return F.cross_entropy(logits, target, reduction="none").neg().exp()'), U, "-k", "neural"),
+      (("return torch.where(a < cut, a, torch.logaddexp(a_cut, torch.zeros_like(a_cut)).log())",
+        "return -torch.logaddexp(a, torch.zeros_like(a))"),  # log-domain estimator: log ψ = −l
+       ('return F.cross_entropy(logits, target, reduction="none")',
+        'return F.cross_entropy(logits, target, reduction="none").neg().exp()')), U, "-k", "neural"),
     m("U10", "Monte Carlo points not mapped to [low, high]",
       ("x = u.mul_(high - low).add_(low).reshape(b, *shape)", "x = u.reshape(b, *shape)"), U,
       "-k", "box or closed_form"),
