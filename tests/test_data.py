@@ -129,6 +129,20 @@ def test_subset_is_stratified_and_deterministic():
         subset(full, 31)
 
 
+
+def test_subset_gives_the_remainder_to_the_first_classes_and_keeps_the_dataset_order():
+    full = tiny()
+    full.x[:, 0, 0, 0] = torch.arange(len(full), dtype=torch.float32)  # pixel 0 = position in the dataset
+    for n, counts in ((8, [3, 3, 2]), (10, [4, 3, 3]), (29, [10, 10, 9])):
+        part = subset(full, n, seed=1)
+        assert len(part) == n and torch.bincount(part.y, minlength=3).tolist() == counts
+        position = part.x[:, 0, 0, 0]
+        # Sorted indices: the subset lists samples in the dataset's own order (not class by class).
+        assert torch.all(position[1:] > position[:-1])
+        assert torch.equal(part.y, full.y[position.long()])
+    uniform = subset(full, 11, seed=2, stratified=False).x[:, 0, 0, 0]
+    assert len(uniform) == 11 and torch.all(uniform[1:] > uniform[:-1])
+
 # --- nothing in a data or results folder runs code -----------------------------------------
 
 
