@@ -154,7 +154,7 @@ def moments(
     result = _finish(sums, shape, n, sampler, (low, high))
     reasons = result.unreliable
     if reasons:
-        warnings.warn(f"unreliable estimate from {n} points: {'; '.join(reasons)} (SPEC §7); draw more "
+        warnings.warn(f"unreliable estimate from {n} points: {'; '.join(reasons)}; draw more "
                       "samples or read the estimate and its error bar as indicative only",
                       UnreliableEstimateWarning, stacklevel=2)
     return result
