@@ -13,7 +13,7 @@ Guarantees: the model is in eval mode during the attack and its mode is restored
 the gradient with respect to the input is taken (``torch.autograd.grad``), so no parameter
 ``.grad`` is created or changed; the input tensor is never modified.
 
-Bad input (:mod:`qnnlib._checks`): x must be a finite floating-point batch inside the box (uint8
+Bad input (``qnnlib._checks``): x must be a finite floating-point batch inside the box (uint8
 images are a TypeError: divide by 255), y integer labels in 0..K−1 for the model's K outputs,
 ε, α finite (Python or NumPy numbers), and a model whose loss turns NaN or inf during the attack
 is an error rather than a silently unchanged input.

@@ -12,13 +12,13 @@ Where the files are looked for (the one place the data root is read):
 3. else the user cache folder ``~/.cache/qnnlib/data`` (``$XDG_CACHE_HOME/qnnlib/data``).
 
 The files are read by torchvision, in its layout under the root: ``MNIST/raw/*-ubyte``
-(:class:`torchvision.datasets.MNIST`) and ``cifar-10-batches-py/``
-(:class:`torchvision.datasets.CIFAR10`, which checks the md5 of every official batch before it
-unpickles anything; a file that fails raises :class:`DataIntegrityError` and is never unpickled).
+(``torchvision.datasets.MNIST``) and ``cifar-10-batches-py/``
+(``torchvision.datasets.CIFAR10``, which checks the md5 of every official batch before it
+unpickles anything; a file that fails raises ``DataIntegrityError`` and is never unpickled).
 When the files are absent they are downloaded (which works where there is internet, e.g. Colab);
 offline one error says where to put them. If the official CIFAR-10 is absent but
 ``cifar10-jpeg/{train,test}/<class>/*.jpg`` is present (read with
-:class:`torchvision.datasets.ImageFolder`), that JPEG re-encoding is used with a warning: JPEG
+``torchvision.datasets.ImageFolder``), that JPEG re-encoding is used with a warning: JPEG
 changes pixels by a few levels out of 255, the size of the perturbations this book studies. Its
 decoded images are cached in ``~/.cache/qnnlib/decoded`` under a key computed from the files'
 contents, so a changed file is decoded again. Chapter 6 (MNIST) and Chapter 8 (CIFAR-10) use them.
@@ -231,7 +231,7 @@ def _load_cifar10(base: Path, split: str) -> Dataset:
 
 
 def _refuse_altered(folder: Path, md5s: dict) -> None:
-    """Raise :class:`DataIntegrityError` naming the files in ``folder`` whose md5 differs."""
+    """Raise ``DataIntegrityError`` naming the files in ``folder`` whose md5 differs."""
     check = _torchvision().datasets.utils.check_integrity
     bad = [name for name, md5 in md5s.items() if not check(str(folder / name), md5)]
     if bad:

@@ -6,7 +6,7 @@ initial weights, a CPU run is repeatable for a seed. A per-epoch callback lets l
 record metrics (test accuracy, robust accuracy, Δx, Δp) without touching the loop.
 :func:`accuracy` and :func:`robust_accuracy` evaluate in eval mode and restore the model's mode.
 
-Bad input (:mod:`qnnlib._checks`): x must be a non-empty, finite floating-point tensor (uint8
+Bad input (``qnnlib._checks``): x must be a non-empty, finite floating-point tensor (uint8
 images are a TypeError: divide by 255), y integer labels in 0..K−1 for the model's K outputs,
 settings finite numbers in range (Python or NumPy); a run whose loss turns NaN or inf stops with
 ``FloatingPointError`` at the end of that epoch instead of returning NaN weights.

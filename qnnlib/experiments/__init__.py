@@ -2,13 +2,13 @@
 
 Five modules, one concept each:
 
-* :mod:`.configs` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
-* :mod:`.measure` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
+* ``configs`` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
+* ``measure`` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
   snapshots) and on the final model (the stronger attack over the ε sweep);
-* :mod:`.store` — a run's folder: its files, its lock, the write order and its invariants;
-* :mod:`.runner` — running (and resuming) an experiment: epochs, checkpoints, results files, the
+* ``store`` — a run's folder: its files, its lock, the write order and its invariants;
+* ``runner`` — running (and resuming) an experiment: epochs, checkpoints, results files, the
   exported weights, ``redo_final``;
-* :mod:`.recorded` — recorded results as the book reads them (local, downloaded or run on demand).
+* ``recorded`` — recorded results as the book reads them (local, downloaded or run on demand).
 
 Every name the book, the tests and the tools use is re-exported here, so ``experiments.run``,
 ``experiments.recorded(...)`` … keep working. Note that ``experiments.recorded`` is the function;

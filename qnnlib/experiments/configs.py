@@ -203,7 +203,7 @@ def configure(name: str, /, *, fast: bool = False, overrides: dict | None = None
 
 
 def make_config(name: str, /, *, fast: bool = False, epochs: int | None = None, **overrides) -> ExperimentConfig:
-    """The named config, shrunk in fast mode, with ``epochs`` and other overrides applied (see :func:`configure`)."""
+    """The named config, shrunk in fast mode, with ``epochs`` and other overrides applied (see ``configure``)."""
     if epochs is not None:
         overrides["epochs"] = epochs
     return configure(name, fast=fast, overrides=overrides)

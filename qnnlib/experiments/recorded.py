@@ -146,7 +146,7 @@ def load_or_run(name: str, fast: bool, *, device=None, progress: bool = True) ->
 
     In full mode a recorded run that is absent, unfinished or made with another config is run (or
     resumed) in a checkout of the repository, whose author asked for it by building the book. A
-    pip-installed qnnlib (Colab) never trains it unasked: it raises :class:`RecordedRunUnavailable`,
+    pip-installed qnnlib (Colab) never trains it unasked: it raises ``RecordedRunUnavailable``,
     one line saying what to run and how long it takes. Every training started here prints
     ``TRAINING_MARKER`` first (stderr).
     """

@@ -116,8 +116,8 @@ def run(name: str, /, *, fast: bool = False, epochs: int | None = None, device=N
         overrides, **more: any other :class:`ExperimentConfig` field (strings are converted), as a
             dict (the CLI's ``--set``) or as keywords.
 
-    Raises ``ValueError`` (bad config, device or folder; :class:`.store.RunLocked` when another
-    process writes the same run) or :class:`results.ResultsError` (a run there that cannot be
+    Raises ``ValueError`` (bad config, device or folder; ``store.RunLocked`` when another
+    process writes the same run) or ``results.ResultsError`` (a run there that cannot be
     resumed), all before the first epoch.
     """
     overrides = dict(overrides or {})

@@ -28,16 +28,16 @@ never noise.
 
 The package is split by concept; everything is importable from ``qnnlib.uncertainty``:
 
-* :mod:`.wave_function` — amplitudes: :func:`neural_amplitude`, l and ∇l in one backward pass;
-* :mod:`.estimator` — the weighted sums (in the log domain), the ratios, their jackknife
-  bias corrections and standard errors (:class:`Moments`, :func:`jackknife`);
-* :mod:`.diagnostics` — effective sample sizes, Pareto k̂ and :class:`UnreliableEstimateWarning`;
-* :mod:`.monte_carlo` — :func:`moments` (uniform or scrambled Sobol points) for any amplitude
+* ``wave_function`` — amplitudes: :func:`neural_amplitude`, l and ∇l in one backward pass;
+* ``estimator`` — the weighted sums (in the log domain), the ratios, their jackknife
+  bias corrections and standard errors (:class:`Moments`, ``jackknife``);
+* ``diagnostics`` — effective sample sizes, Pareto k̂ and ``UnreliableEstimateWarning``;
+* ``monte_carlo`` — :func:`moments` (uniform or scrambled Sobol points) for any amplitude
   ``X ↦ l(X) ≥ 0``; :func:`neural_moments`, :func:`mean_neural_moments` for a model's cross-entropy;
-* :mod:`.grid` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
+* ``grid`` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
   dimensions, the reference the Monte Carlo estimator is tested against; :func:`wave_function_grid`;
-* :mod:`.boundary` — the boundary terms B_i from the faces of Ω: :func:`face_boundary_terms`
-  (quadrature, 1–2 inputs) and :func:`face_boundary_mc` (Monte Carlo, any number of inputs).
+* ``boundary`` — the boundary terms B_i from the faces of Ω: :func:`face_boundary_terms`
+  (quadrature, 1–2 inputs) and ``face_boundary_mc`` (Monte Carlo, any number of inputs).
 """
 
 from .boundary import FaceBoundary, face_boundary_mc, face_boundary_terms

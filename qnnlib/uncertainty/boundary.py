@@ -4,7 +4,7 @@ The volume form B_i = 1 + 2∫(x_i − <x_i>) ψ ∂_iψ dX comes with every est
 (:class:`~qnnlib.uncertainty.Moments`); integration by parts turns it into the face form
 ∮ (x_i − <x_i>) ψ² n_i dS, evaluated here from values of ψ on the faces alone: by quadrature in
 one or two dimensions (:func:`face_boundary_terms`) and by Monte Carlo on the faces in any
-dimension (:func:`face_boundary_mc`), the comparison that tests integration by parts (SPEC §7).
+dimension (``face_boundary_mc``), the comparison that tests integration by parts (SPEC §7).
 """
 
 from __future__ import annotations

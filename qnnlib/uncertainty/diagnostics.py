@@ -12,7 +12,7 @@ numbers say when (Chapter 5):
   means infinite variance of the weights, and k̂ > 0.7 means the estimate converges too slowly
   to be usable at any practical N.
 
-:class:`UnreliableEstimateWarning` is raised (a ``RuntimeWarning``; filter it with
+``UnreliableEstimateWarning`` is raised (a ``RuntimeWarning``; filter it with
 ``warnings.filterwarnings("ignore", category=UnreliableEstimateWarning)``) when an estimate
 fails either check.
 

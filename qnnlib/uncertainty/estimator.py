@@ -94,7 +94,7 @@ class Moments:
     ess_p
         the same for the weights behind <p_i²>, v = q Σ_i g_i² per point (nan if ψ is constant)
     khat_w, khat_p
-        Pareto k̂ of the upper tails of w and v (:func:`~qnnlib.uncertainty.pareto_khat`; nan
+        Pareto k̂ of the upper tails of w and v (``pareto_khat``; nan
         for grids and for fewer than 5 distinct tail values)
     n_samples
         number of points the amplitude was evaluated at
@@ -103,8 +103,8 @@ class Moments:
     dx_replicates, dp_replicates
         ``(K, *input_shape)`` jackknife replicates of Δx and Δp
     log_norm2
-        log of the estimate of N_Y² = ∫_Ω l² dX (Monte Carlo: |Ω| · mean of w), for the face
-        form of B_i (:func:`~qnnlib.uncertainty.face_boundary_mc`)
+        log of the estimate of N_Y² = ∫_Ω l² dX (Monte Carlo: the volume of Ω times the mean of w), for the face
+        form of B_i (``face_boundary_mc``)
     box
         (low, high), the box Ω = [low, high]^M of the estimate
     """

@@ -107,7 +107,7 @@ def moments(
     losses far below the dtype's resolution exact.
 
     Diagnostics (SPEC §7): ``ess``, ``ess_p``, ``khat_w``, ``khat_p`` of the result; when one
-    fails (ESS < ``ESS_MIN`` = 100 or k̂ > ``KHAT_MAX`` = 0.7) an :class:`UnreliableEstimateWarning`
+    fails (ESS < ``ESS_MIN`` = 100 or k̂ > ``KHAT_MAX`` = 0.7) an ``UnreliableEstimateWarning``
     is issued and the estimate is still returned.
 
     Returns a :class:`Moments`. Raises ``ValueError`` for bad arguments and for an amplitude of
@@ -199,7 +199,7 @@ class ClassMean:
     ``dx = mean_Y Δx[Y]`` in the given ``form`` (plain ratios); ``dx_jk = mean_Y Δx_J[Y]`` of
     the jackknife-corrected aggregates (:meth:`Moments.aggregate_jk`). The standard errors, of
     both, combine the per-class jackknife errors as independent (each class uses its own points):
-    sqrt(Σ_Y se_Y²) / n_classes (:func:`~qnnlib.uncertainty.combine_stderr`). ``per_class``
+    sqrt(Σ_Y se_Y²) / n_classes (``combine_stderr``). ``per_class``
     holds the :class:`Moments` of every class, in label order.
     """
 

@@ -161,7 +161,7 @@ def neural_amplitude(model: torch.nn.Module, label: int) -> Amplitude:
 
     ψ_Y ∝ the loss itself — not exp(−l), not sqrt(l). The model must return logits (B, K);
     it is used as it is (put it in eval mode; :func:`neural_moments` does). The returned callable
-    also has an attribute ``log``, X ↦ log l_Y(X) by :func:`log_cross_entropy`, which the
+    also has an attribute ``log``, X ↦ log l_Y(X) by ``log_cross_entropy``, which the
     estimators use: it stays exact where the network is so confident that l underflows.
     """
 
