@@ -1,11 +1,8 @@
 """qnnlib.manifest: recorded files fetched by URL are used only when they match SHA256SUMS."""
 
-import functools
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
 import warnings
 from pathlib import Path
 
@@ -16,23 +13,6 @@ from qnnlib import manifest
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "book" / "results"
 
-
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over a loopback http.server: (folder, base URL)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def _publish(folder, files):

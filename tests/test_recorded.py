@@ -1,11 +1,8 @@
 """qnnlib.experiments.recorded: recorded runs read locally or by verified download, never trained unasked."""
 
-import functools
-import http.server
 import importlib
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -31,22 +28,6 @@ def pip_installed(monkeypatch, tmp_path):
 
     monkeypatch.setattr(rec, "run", no_training)
 
-
-@pytest.fixture
-def served(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def _publish(folder, name):

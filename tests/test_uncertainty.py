@@ -33,13 +33,7 @@ from qnnlib.uncertainty import (
 SINE_PRODUCT = math.pi * math.sqrt(1 / 12 - 1 / (2 * math.pi**2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Every tensor here is tiny; on a shared 2-core machine an OpenMP team only adds stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sine(x):
