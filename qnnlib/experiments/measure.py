@@ -100,9 +100,8 @@ def space_summary(net: nn.Module, input_shape: tuple, config: ExperimentConfig, 
             "ess": float(m.ess),
         })
     mean = {key: float(np.mean([p[key] for p in per_label])) for key in per_label[0]}
-    # Standard error of a mean of independent estimates.
     for key in ("dx_stderr", "dp_stderr"):
-        mean[key] = float(np.sqrt(np.sum([p[key] ** 2 for p in per_label]))) / len(per_label)
+        mean[key] = uncertainty.combine_stderr([p[key] for p in per_label])
     mean["min_product"] = float(min(p["min_product"] for p in per_label))
     mean.update(aggregate_form=config.aggregate_form, labels=list(config.labels), dims=int(np.prod(input_shape)))
     return mean
