@@ -1,21 +1,129 @@
-"""Pure plotting functions for the book's figures.
+"""Pure plotting functions for the book's figures, in one figure style.
 
 Each function takes numbers (tensors or arrays), draws on a given or new matplotlib axes,
 and returns the figure or axes; none of them computes physics or trains anything. The
 chapters call these so that every figure of the book has one definition.
+
+The book's style (:data:`STYLE`, set when this module is imported and around every plot
+function): figures at most :data:`COLUMN_WIDTH` = 6.8 in wide, the width of the book's text
+column, so that they are shown at their own size; text of at least 9 pt; PNGs at twice the
+screen resolution (``retina``: the HTML and Colab show a 680-px-wide figure from a 1360-px
+image, crisp on high-density screens); no "+1" offsets on the axes. Chapters that lay out their
+own panels use :func:`subplots`, which keeps the figure at the column width.
 """
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
+
+# The text column of the HTML book (sphinx-book-theme at a laptop width) is about 700 CSS px;
+# a figure drawn at 6.8 in × 100 dpi = 680 px is shown at its own size, so 9-pt text stays 9 pt.
+COLUMN_WIDTH = 6.8
+# The smallest font size (points) any text of a figure may have at that size.
+MIN_FONT_SIZE = 9
+
+STYLE = {
+    "figure.figsize": (COLUMN_WIDTH, 3.6),
+    "figure.dpi": 100,  # the size on screen; "retina" (below) stores the PNG at twice this
+    "savefig.dpi": 200,  # fig.savefig(...): 2× PNGs as well
+    "figure.constrained_layout.use": True,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "figure.titlesize": 11,
+    "legend.framealpha": 0.85,
+    "legend.loc": "best",  # away from the data; the axis labels are outside the axes
+    # "+1" or "1e-5" printed at the end of an axis is easy to miss: label the values themselves.
+    "axes.formatter.useoffset": False,
+    "image.interpolation": "nearest",
+}
+
+
+def _use_retina_pngs() -> None:
+    """Inside IPython (Jupyter, Colab, the book build), show figures as 2× PNGs.
+
+    ``retina`` PNGs carry their display width in the output's metadata (half their pixel
+    width); myst-nb writes it into the HTML ``<img width>``, Colab and Jupyter honour it.
+    """
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or not hasattr(shell, "kernel"):
+            return  # a terminal IPython has no inline figures
+        from matplotlib_inline.config import InlineBackend
+    except ImportError:
+        return
+    # Setting the trait (not set_matplotlib_formats) keeps it when matplotlib_inline
+    # reconfigures itself after the first figure.
+    InlineBackend.instance(parent=shell).figure_formats = {"retina"}
+
+
+def use_book_style() -> None:
+    """Set the book's figure style for every figure drawn from now on (done on import).
+
+    Chapters that draw with matplotlib directly get the same fonts, sizes and resolution.
+    """
+    plt.rcParams.update(STYLE)
+    _use_retina_pngs()
+
+
+def book_style():
+    """A context in which matplotlib uses :data:`STYLE` (``with plots.book_style(): ...``)."""
+    return plt.rc_context(STYLE)
+
+
+def styled(function):
+    """Decorator: draw ``function``'s figure in the book's style (every ``plot_*`` uses it)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with book_style():
+            return function(*args, **kwargs)
+
+    wrapper.book_style = True
+    return wrapper
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, height: float | None = None, width: float = COLUMN_WIDTH,
+             **kwargs):
+    """``plt.subplots`` for the book's column: ``width`` (at most 6.8 in) and ``height`` in inches.
+
+    ``height`` defaults to 2.9 in per row for a multi-panel row and 3.6 in for a single panel.
+    Wider layouts are refused: split a panel grid that would not be readable into two figures.
+    """
+    if not 0 < width <= COLUMN_WIDTH:
+        raise ValueError(f"width must be in (0, {COLUMN_WIDTH}] inches (the book's column), got {width}")
+    if height is None:
+        height = 3.6 if nrows == ncols == 1 else 2.9 * nrows
+    if height <= 0:
+        raise ValueError(f"height must be > 0 inches, got {height}")
+    kwargs.setdefault("constrained_layout", True)
+    with book_style():
+        return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+
+
+def _panel_width(n: int, per_panel: float, extra: float = 0.0) -> float:
+    """Figure width for ``n`` panels of ``per_panel`` inches (plus ``extra``), capped at the column."""
+    return min(COLUMN_WIDTH, n * per_panel + extra)
+
+
+use_book_style()
 
 # ---------------------------------------------------------------------------------------
 # Chapter 1 — Heisenberg's relation
 # ---------------------------------------------------------------------------------------
 
 
+@styled
 def plot_packet(x, psi, p, phi, spreads, *, axes=None, labels=("x", "p"), title=None):
     """Draw ``|ψ(x)|²`` and ``|φ(p)|²`` side by side, each with its mean ± spread shaded.
 
@@ -23,7 +131,7 @@ def plot_packet(x, psi, p, phi, spreads, *, axes=None, labels=("x", "p"), title=
     ``labels`` names the two conjugate variables (``("t", "ν")`` for signals).
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+        fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 2.9))
     left, right = axes
     density = np.abs(psi) ** 2
     density = density / np.trapezoid(density, x)
@@ -47,10 +155,11 @@ def plot_packet(x, psi, p, phi, spreads, *, axes=None, labels=("x", "p"), title=
     return fig
 
 
+@styled
 def plot_products(names, products, *, bound=0.5, bound_label="Heisenberg bound 1/2", ax=None):
     """Horizontal bar chart of Δx·Δp for several shapes, with the lower bound drawn as a line."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(names)), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.8 + 0.4 * len(names)))
     positions = np.arange(len(names))
     ax.barh(positions, products, color="C0", alpha=0.8)
     ax.axvline(bound, color="C3", linestyle="--", label=bound_label)
@@ -63,10 +172,11 @@ def plot_products(names, products, *, bound=0.5, bound_label="Heisenberg bound 1
     return ax
 
 
+@styled
 def plot_tradeoff(dxs, dps, *, bound=0.5, ax=None, label="Gaussian packets"):
     """Δp against Δx for a family of packets, with the hyperbola Δx·Δp = ``bound``."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 3.5), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(4.5, 3.5))
     dxs = np.asarray(dxs)
     grid = np.linspace(dxs.min() * 0.8, dxs.max() * 1.2, 200)
     ax.fill_between(grid, 0, bound / grid, color="C3", alpha=0.12, label="forbidden: $\\Delta x\\Delta p < 1/2$")
@@ -97,6 +207,18 @@ def _signed_image(t, scale):
     return a if a.ndim == 2 else a.mean(axis=2)
 
 
+def _relative_colourbar(fig, axes, label):
+    """A colour bar for a row of signed maps that each have their own symmetric scale."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), "RdBu_r"), ax=axes, shrink=0.9, ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["−max", "0", "+max"])
+    bar.set_label(label, fontsize=MIN_FONT_SIZE)
+    return bar
+
+
+@styled
 def plot_input_gradients(x, grads, *, labels=None, n=8, title=None):
     """Inputs (top row) and their input gradients ∂l/∂x (bottom row, red +, blue −).
 
@@ -104,23 +226,25 @@ def plot_input_gradients(x, grads, *, labels=None, n=8, title=None):
     since only its pattern and sign matter for an L∞ attack.
     """
     n = min(n, len(x))
-    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 2.9), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(_panel_width(n, 0.75, 1.2), 3.0), squeeze=False)
     for i in range(n):
         axes[0, i].imshow(_as_image(x[i]), cmap="gray", vmin=0, vmax=1)
         g = _signed_image(grads[i], 1.0)
         scale = float(np.abs(g).max()) or 1.0
         axes[1, i].imshow(g, cmap="RdBu_r", vmin=-scale, vmax=scale)
         if labels is not None:
-            axes[0, i].set_title(f"y = {int(labels[i])}", fontsize=9)
+            axes[0, i].set_title(f"y = {int(labels[i])}")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("input $x$")
     axes[1, 0].set_ylabel(r"$\partial l/\partial x$")
+    _relative_colourbar(fig, axes[1, :], r"$\partial l/\partial x$, each map scaled to its own max")
     fig.suptitle(title or r"The attack operator applied to the loss: $p = \partial l / \partial x$")
     return fig
 
 
+@styled
 def plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, *, eps=None, n=8, classes=None, title=None):
     """Clean inputs, attacked inputs and the perturbations δ = x_adv − x, one column per sample.
 
@@ -129,31 +253,36 @@ def plot_attack_examples(x, x_adv, y, pred_clean, pred_adv, *, eps=None, n=8, cl
     """
     n = min(n, len(x))
     names = classes or [str(k) for k in range(max(int(y.max()), int(pred_adv.max())) + 1)]
-    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.3), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(_panel_width(n, 0.75, 1.2), 4.2), squeeze=False)
     for i in range(n):
         delta = x_adv[i] - x[i]
         scale = float(eps) if eps else float(delta.abs().max()) or 1.0
         axes[0, i].imshow(_as_image(x[i]), cmap="gray", vmin=0, vmax=1)
         axes[1, i].imshow(_as_image(x_adv[i]), cmap="gray", vmin=0, vmax=1)
-        axes[2, i].imshow(_signed_image(delta, scale), cmap="RdBu_r", vmin=-scale, vmax=scale)
+        delta_image = axes[2, i].imshow(_signed_image(delta, scale), cmap="RdBu_r", vmin=-scale, vmax=scale)
         for row, pred in ((0, pred_clean[i]), (1, pred_adv[i])):
             wrong = int(pred) != int(y[i])
-            axes[row, i].set_title(f"→ {names[int(pred)]}", fontsize=9, color="C3" if wrong else "k")
+            axes[row, i].set_title(f"→ {names[int(pred)]}", color="C3" if wrong else "k")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("clean")
     axes[1, 0].set_ylabel("attacked")
     axes[2, 0].set_ylabel(r"$\delta = x_{adv} - x$")
+    if eps:  # one scale for the row: [−ε, ε]
+        fig.colorbar(delta_image, ax=axes[2, :], shrink=0.9, label=r"$\delta$")
+    else:
+        _relative_colourbar(fig, axes[2, :], r"$\delta$, each map scaled to its own max")
     budget = f", $\\varepsilon = {eps:g}$" if eps else ""
     fig.suptitle(title or f"Clean and adversarial inputs{budget} (red: misclassified)")
     return fig
 
 
+@styled
 def plot_accuracy_vs_eps(eps, curves, *, ax=None, title=None, dataset=None):
     """Accuracy against the L∞ budget ε, one line per attack: ``curves = {label: accuracies}``."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
     for (label, accs), marker in zip(curves.items(), "osd^v<>"):
         ax.plot(eps, accs, marker=marker, label=label)
     ax.set_xlabel(r"$\varepsilon$ ($L_\infty$ budget, pixel scale [0, 1])")
@@ -165,13 +294,14 @@ def plot_accuracy_vs_eps(eps, curves, *, ax=None, title=None, dataset=None):
     return ax
 
 
+@styled
 def plot_loss_along_directions(t, curves, *, ax=None, title=None):
     """Mean loss along x + t·d for several directions d: ``curves = {label: losses}``.
 
     Dashed lines (labels containing "first order") are drawn as predictions, not measurements.
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, values in curves.items():
         style = "--" if "first order" in label else "-"
         ax.plot(t, values, style, label=label)
@@ -192,6 +322,7 @@ def _class_colours(n):
     return [plt.get_cmap("tab10")(k % 10) for k in range(n)]
 
 
+@styled
 def plot_toy_classifier(nodes, predicted, x, y, *, ax=None, title=None):
     """Decision regions of a 2-D classifier on a grid and its training points.
 
@@ -203,7 +334,7 @@ def plot_toy_classifier(nodes, predicted, x, y, *, ax=None, title=None):
     n_classes = int(max(predicted.max(), y.max())) + 1
     colours = _class_colours(n_classes)
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.2, 4.0), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(4.2, 4.0))
     extent = (nodes[0], nodes[-1], nodes[0], nodes[-1])
     ax.imshow(predicted.T, origin="lower", extent=extent, cmap=ListedColormap(colours), alpha=0.25,
               vmin=-0.5, vmax=n_classes - 0.5, interpolation="nearest")
@@ -212,29 +343,33 @@ def plot_toy_classifier(nodes, predicted, x, y, *, ax=None, title=None):
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right")
     ax.set_title(title or "Toy classifier: decision regions and data")
     return ax
 
 
-def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=None):
+@styled
+def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=None, classes=None):
     """One panel per class Y: ψ_Y as a heatmap and the attack field ∇ψ_Y as arrows.
 
     ``psis`` is a list of (n, n) arrays with psi[i, j] = ψ_Y(nodes[i], nodes[j]); ``grads`` the
     matching (2, n, n) gradients. Arrows are drawn on an ``arrows`` × ``arrows`` sub-grid and scaled
     per panel (their length shows direction and relative strength). Optional data x, y: class Y's
-    points are drawn in white, the others in grey.
+    points are drawn in white, the others in grey. ``classes`` (default: all) picks the classes
+    drawn, e.g. ``classes=[0]`` and ``classes=[1, 2]`` for two figures that each fit the column.
     """
     nodes = np.asarray(nodes)
-    n_classes = len(psis)
+    classes = list(range(len(psis))) if classes is None else [int(k) for k in classes]
+    if any(not 0 <= k < len(psis) for k in classes):
+        raise ValueError(f"classes must be in [0, {len(psis) - 1}], got {classes}")
     if axes is None:
-        _, axes = plt.subplots(1, n_classes, figsize=(3.6 * n_classes, 3.5), constrained_layout=True)
+        _, axes = plt.subplots(1, len(classes), figsize=(_panel_width(len(classes), 2.6), 2.6))
     axes = np.atleast_1d(axes)
     extent = (nodes[0], nodes[-1], nodes[0], nodes[-1])
     step = max(1, len(nodes) // arrows)
     sub = slice(step // 2, None, step)
-    for k, (ax, psi, grad) in enumerate(zip(axes, psis, grads)):
-        psi, grad = np.asarray(psi), np.asarray(grad)
+    for ax, k in zip(axes, classes):
+        psi, grad = np.asarray(psis[k]), np.asarray(grads[k])
         image = ax.imshow(psi.T, origin="lower", extent=extent, cmap="magma", interpolation="bilinear")
         gx, gy = grad[0][sub, sub], grad[1][sub, sub]
         px, py = np.meshgrid(nodes[sub], nodes[sub], indexing="ij")
@@ -255,6 +390,7 @@ def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=N
 # ---------------------------------------------------------------------------------------
 
 
+@styled
 def plot_profiles_and_bounds(x, profiles, products, lower_bounds, *, axes=None):
     """Left: normalised 1-D profiles ψ on their interval; right: Δx·Δp per profile (bars), each
     with its own bound ``|1 − B|/2`` (black ticks) and the textbook 1/2 (dashed).
@@ -262,14 +398,14 @@ def plot_profiles_and_bounds(x, profiles, products, lower_bounds, *, axes=None):
     ``profiles``, ``products`` and ``lower_bounds`` are dicts keyed by the same names.
     """
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+        _, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 3.4))
     left, right = axes
     x = np.asarray(x)
     for name, psi in profiles.items():
         left.plot(x, np.asarray(psi), label=name)
     left.set_xlabel("$x$")
     left.set_ylabel(r"$\psi(x)$, normalised")
-    left.legend(fontsize=8)
+    left.legend()
     left.set_title("The profiles")
     names = list(products)
     positions = np.arange(len(names))
@@ -280,21 +416,22 @@ def plot_profiles_and_bounds(x, profiles, products, lower_bounds, *, axes=None):
     right.axvline(0.5, color="C3", linestyle="--", label="1/2")
     right.set_yticks(positions, names)
     for yv, v in zip(positions, values):
-        right.text(v, yv, f" {v:.3f}", va="center", fontsize=8)
+        right.text(v, yv, f" {v:.3f}", va="center")
     right.set_xlim(0, max(values.max(), bounds.max(), 0.5) * 1.3)
     right.set_xlabel("product of spreads")
-    right.legend(fontsize=8, loc="lower right")
+    right.legend(loc="lower right")
     right.set_title("Products against the two bounds")
     return axes
 
 
+@styled
 def plot_coordinate_bounds(products, lower_bounds, *, labels=None, ax=None, title=None):
     """Each coordinate as a point (``|1 − B_i|/2``, Δx_iΔp_i): the theorem says every point lies on
     or above the diagonal; the textbook claim is the region above the dashed line 1/2.
     """
     products, lower_bounds = np.ravel(products), np.ravel(lower_bounds)
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.4, 4.0), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(4.4, 4.0))
     top = max(products.max(), lower_bounds.max(), 0.55) * 1.1
     ax.fill_between([0, top], [0, top], 0, color="C3", alpha=0.1, label="forbidden by the theorem")
     ax.plot([0, top], [0, top], color="C3")
@@ -302,22 +439,23 @@ def plot_coordinate_bounds(products, lower_bounds, *, labels=None, ax=None, titl
     ax.scatter(lower_bounds, products, s=14 if len(products) < 100 else 4, color="C0", zorder=3)
     if labels is not None:
         for bx, py, text in zip(lower_bounds, products, labels):
-            ax.annotate(text, (bx, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(text, (bx, py), fontsize=MIN_FONT_SIZE, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel(r"$|1 - B_i|/2$")
     ax.set_ylabel(r"$\Delta x_i\,\Delta p_i$")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(loc="upper left")
     ax.set_title(title or "Every coordinate against its bound")
     return ax
 
 
+@styled
 def plot_dimension_growth(dims, paper, rss, *, ax=None):
     """Aggregated products Δx·Δp (both forms) against the dimension M, with their guaranteed
     floors M/√2 (paper form) and M/2 (root-sum-square) when every B_i = 0."""
     dims = np.asarray(dims)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(dims, paper, "o-", label=r"paper form $\sqrt{\sum\Delta x_i}\sqrt{\sum\Delta p_i}$")
     ax.plot(dims, rss, "s-", label=r"rss form $\sqrt{\sum\Delta x_i^2}\sqrt{\sum\Delta p_i^2}$")
     ax.plot(dims, dims / np.sqrt(2), "--", color="C0", alpha=0.6, label=r"$M/\sqrt{2}$")
@@ -327,7 +465,7 @@ def plot_dimension_growth(dims, paper, rss, *, ax=None):
     ax.set_yscale("log")
     ax.set_xlabel("dimension $M$")
     ax.set_ylabel(r"aggregated $\Delta x\cdot\Delta p$")
-    ax.legend(fontsize=8)
+    ax.legend()
     ax.set_title("Aggregates grow with the dimension")
     return ax
 
@@ -337,6 +475,7 @@ def plot_dimension_growth(dims, paper, rss, *, ax=None):
 # ---------------------------------------------------------------------------------------
 
 
+@styled
 def plot_convergence(ns, series, *, reference=None, ylabel="estimate", ax=None, title=None):
     """Estimates ± one standard error against the number of samples N (log axis).
 
@@ -346,7 +485,7 @@ def plot_convergence(ns, series, *, reference=None, ylabel="estimate", ax=None, 
     """
     ns = np.asarray(ns, dtype=float)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.2, 3.6))
     for k, (label, (values, errors)) in enumerate(series.items()):
         shift = 1.0 + 0.04 * (k - (len(series) - 1) / 2)
         ax.errorbar(ns * shift, values, yerr=errors, fmt="o-", capsize=3, markersize=4, label=label)
@@ -359,12 +498,13 @@ def plot_convergence(ns, series, *, reference=None, ylabel="estimate", ax=None, 
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend()
     if title:
         ax.set_title(title)
     return ax
 
 
+@styled
 def plot_error_scaling(ns, series, *, ax=None, title=None):
     """Errors against N on log–log axes with N^{-1/2} and N^{-1} guide lines.
 
@@ -372,7 +512,7 @@ def plot_error_scaling(ns, series, *, ax=None, title=None):
     """
     ns = np.asarray(ns, dtype=float)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.2, 3.6))
     for (label, errors), marker in zip(series.items(), "osd^v"):
         ax.plot(ns, errors, marker=marker, label=label)
     first = max(np.asarray(e, dtype=float)[0] for e in series.values())
@@ -383,26 +523,32 @@ def plot_error_scaling(ns, series, *, ax=None, title=None):
     ax.set_xlabel("number of samples $N$")
     ax.set_ylabel("error")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend()
     if title:
         ax.set_title(title)
     return ax
 
 
-def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None):
+@styled
+def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None, panels=("product", "boundary", "meets")):
     """Per-pixel diagnostics as images: Δx_iΔp_i, B_i, and whether Δx_iΔp_i ≥ ``|1 − B_i|/2``.
 
-    Each argument is an (H, W) array (one channel).
+    Each argument is an (H, W) array (one channel). ``panels`` picks and orders the maps drawn
+    (a map that is constant, e.g. every pixel meeting its bound, is better said in the caption).
     """
     product, boundary, meets = (np.asarray(a) for a in (product, boundary, meets))
+    available = {
+        "product": (product, r"$\Delta x_i\,\Delta p_i$", "viridis", None),
+        "boundary": (boundary, "$B_i$", "coolwarm", None),
+        "meets": (meets.astype(float), r"meets $|1-B_i|/2$ (1 = yes)", "Greens", (0, 1)),
+    }
+    unknown = [name for name in panels if name not in available]
+    if unknown or not panels:
+        raise ValueError(f"panels must be a non-empty selection of {list(available)}, got {list(panels)}")
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(11, 3.5), constrained_layout=True)
-    panels = (
-        (product, r"$\Delta x_i\,\Delta p_i$", "viridis", None),
-        (boundary, "$B_i$", "coolwarm", None),
-        (meets.astype(float), r"meets $|1-B_i|/2$ (1 = yes)", "Greens", (0, 1)),
-    )
-    for ax, (values, label, cmap, limits) in zip(axes, panels):
+        _, axes = plt.subplots(1, len(panels), figsize=(_panel_width(len(panels), 2.3), 2.6))
+    axes = np.atleast_1d(axes)
+    for ax, (values, label, cmap, limits) in zip(axes, (available[name] for name in panels)):
         vmin, vmax = limits if limits else (values.min(), values.max())
         image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(label)
@@ -414,18 +560,19 @@ def plot_pixel_maps(product, boundary, meets, *, axes=None, title=None):
     return axes
 
 
+@styled
 def plot_convergence_panels(ns, panels, *, references=None, ncols=None, title=None):
     """Several :func:`plot_convergence` panels in one figure, one per quantity.
 
     ``panels = {ylabel: {series label: (estimates, stderrs)}}``, each array over ``ns``;
     ``references = {ylabel: value}`` (optional) adds a dashed reference line to that panel.
-    ``ncols`` panels per row (default: all in one row). Returns the 2-D array of axes.
+    ``ncols`` panels per row (default: two, the most that are readable at the column width).
+    Returns the 2-D array of axes.
     """
     references = references or {}
-    ncols = ncols or len(panels)
+    ncols = ncols or min(2, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(_panel_width(ncols, 3.4), 2.8 * nrows), squeeze=False)
     for ax, (ylabel, series) in zip(axes.flat, panels.items()):
         plot_convergence(ns, series, reference=references.get(ylabel), ylabel=ylabel, ax=ax)
     for ax in axes.flat[len(panels):]:
@@ -457,6 +604,7 @@ def _knn_regions(ax, embedding, labels, *, k=15, resolution=200, n_classes=10):
               cmap=ListedColormap(colours), vmin=-0.5, vmax=n_classes - 0.5, alpha=0.18, interpolation="nearest")
 
 
+@styled
 def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=None, k=15):
     """One t-SNE panel of Fig. 1: clean test features (dots) and their PGD versions (crosses).
 
@@ -468,7 +616,7 @@ def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=
     n = len(labels)
     clean, attacked = embedding[:n], embedding[n:]
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.2, 4.0), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(4.2, 4.0))
     _knn_regions(ax, clean, labels, k=k)
     colours = np.array(_class_colours(10))
     show = labels == highlight if highlight is not None else np.ones(n, bool)
@@ -478,15 +626,16 @@ def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=
                label="PGD-attacked")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(loc="lower right", fontsize=7, markerscale=2, framealpha=0.8)
-    ax.set_title(title or ("all classes" if highlight is None else f"class {highlight}"), fontsize=10)
+    ax.legend(loc="lower right", markerscale=2, framealpha=0.8)
+    ax.set_title(title or ("all classes" if highlight is None else f"class {highlight}"))
     return ax
 
 
+@styled
 def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accuracy"):
     """Per-epoch curves (Fig. 2 a, c, e, g analogues): ``curves = {label: values}``."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
     for (label, values), marker in zip(curves.items(), "osd^v<>"):
         ax.plot(epochs, values, marker=marker, markersize=3, label=label)
     ax.set_xlabel("epoch")
@@ -498,11 +647,12 @@ def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accurac
     return ax
 
 
+@styled
 def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, form="paper", colorbar=True):
     """Δp against Δx, one point per epoch coloured by the epoch, with ±1 standard-error bars
     (Fig. 2 b, d, f, h analogues). ``form`` names the aggregate ("paper": √Σ, "rss": √Σ²)."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 4.0), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(5.2, 4.0))
     dx, dp, epochs = np.asarray(dx), np.asarray(dp), np.asarray(epochs)
     ax.errorbar(dx, dp, xerr=dx_err, yerr=dp_err, fmt="none", ecolor="0.6", elinewidth=0.8, zorder=1)
     points = ax.scatter(dx, dp, c=epochs, cmap="viridis", s=18, zorder=2)
@@ -520,22 +670,39 @@ def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, fo
     return ax
 
 
-def plot_epoch_diagnostics(epochs, spaces, *, axes=None):
-    """The SPEC §2 diagnostics per epoch, one line per space: ``spaces = {name: {key: values}}`` with
-    keys ``frac_below_half``, ``mean_boundary``, ``min_product``."""
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
-    panels = (("frac_below_half", r"fraction of coordinates with $\Delta x_i\Delta p_i < 1/2$"),
-              ("mean_boundary", r"mean boundary term $\overline{B_i}$"),
-              ("min_product", r"smallest $\Delta x_i\Delta p_i$"))
-    for ax, (key, label) in zip(axes, panels):
+@styled
+def plot_epoch_diagnostics(epochs, spaces, *, axes=None, keys=None):
+    """The per-coordinate diagnostics of the uncertainty relation per epoch (Chapters 5–7), one
+    line per space: ``spaces = {name: {key: values}}`` with keys ``frac_below_half`` (the
+    fraction of coordinates with Δx_iΔp_i < 1/2), ``mean_boundary`` (the mean boundary term B̄)
+    and ``min_product`` (the smallest Δx_iΔp_i).
+
+    ``keys`` picks and orders the panels (default: all three). Without ``axes`` the panels are
+    stacked, one per row, at the column width; a panel whose quantity is constant is better
+    dropped and said in the caption.
+    """
+    titles = {"frac_below_half": r"fraction of coordinates with $\Delta x_i\Delta p_i < 1/2$",
+              "mean_boundary": r"mean boundary term $\overline{B_i}$",
+              "min_product": r"smallest $\Delta x_i\Delta p_i$"}
+    keys = list(titles) if keys is None else list(keys)
+    unknown = [key for key in keys if key not in titles]
+    if unknown or not keys:
+        raise ValueError(f"keys must be a non-empty selection of {list(titles)}, got {keys}")
+    stacked = axes is None
+    if stacked:
+        _, axes = plt.subplots(len(keys), 1, figsize=(COLUMN_WIDTH, 0.6 + 2.0 * len(keys)), sharex=True,
+                               squeeze=False)
+        axes = axes[:, 0]
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys):
         for (name, values), marker in zip(spaces.items(), "os^"):
             ax.plot(epochs, values[key], marker=marker, markersize=3, label=name)
-        ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(titles[key])
         ax.grid(alpha=0.3)
         if key == "min_product":
             ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8, label="1/2")
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend()
+    for ax in axes[-1:] if stacked else axes:  # stacked panels share the epoch axis
+        ax.set_xlabel("epoch")
     return axes

@@ -82,8 +82,8 @@ def test_plot_tradeoff_draws_the_points_and_the_hyperbola():
 def test_plot_input_gradients_two_rows_of_n_images():
     x, g = torch.rand(5, 1, 6, 6), torch.randn(5, 1, 6, 6)
     fig = plots.plot_input_gradients(x, g, labels=torch.arange(5), n=4)
-    assert len(fig.axes) == 2 * 4
-    assert all(len(ax.get_images()) == 1 for ax in fig.axes)
+    assert len(fig.axes) == 2 * 4 + 1 and len(colourbars(fig)) == 1  # one bar for the gradient row
+    assert all(len(ax.get_images()) == 1 for ax in fig.axes[:8])
     np.testing.assert_array_equal(fig.axes[0].get_images()[0].get_array(), x[0, 0].numpy())
     assert fig.axes[0].get_title() == "y = 0"
     clim = fig.axes[4].get_images()[0].get_clim()  # the gradient row: a symmetric scale
@@ -95,7 +95,8 @@ def test_plot_attack_examples_three_rows_and_red_titles_for_mistakes():
     x_adv = (x + 0.05).clamp(0, 1)
     y, clean, adv = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 2, 2])
     fig = plots.plot_attack_examples(x, x_adv, y, clean, adv, eps=0.05, n=3, classes=["a", "b", "c"])
-    assert len(fig.axes) == 9
+    assert len(fig.axes) == 9 + 1 and len(colourbars(fig)) == 1  # one bar for the δ row
+    assert colourbars(fig)[0].get_ylim() == pytest.approx((-0.05, 0.05))
     titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes[3:6]]  # the attacked row
     assert [t for t, _ in titles] == ["→ a", "→ c", "→ c"]
     assert titles[1][1] == "C3" and titles[0][1] == "k"
@@ -245,3 +246,167 @@ def test_every_public_plot_function_has_a_smoke_test():
     tested = {name for name in globals() if name.startswith("test_")}
     source = open(__file__, encoding="utf-8").read()
     assert tested and all(f"plots.{name}" in source or f'"{name}"' in source for name in public), public
+
+
+# --- The book's figure style: every function, drawn with its own figure -----------------------
+
+_RNG = np.random.default_rng(1)
+_NODES = np.linspace(0, 1, 26)
+_X = np.linspace(-10, 10, 401)
+_PSI = quantum.gaussian_packet(_X, width=1.5)
+_P, _PHI = quantum.momentum_wavefunction(_X, _PSI)
+_IMAGES = torch.rand(8, 1, 8, 8)
+_CURVES = {"clean test accuracy": [0.9, 0.95, 0.97], "robust, pixels (PGD-4, ε = 8/255)": [0.1, 0.05, 0.02]}
+_SPACES = {s: {"frac_below_half": [0.0, 0.0, 0.0], "mean_boundary": [1.00001, 1.00002, 1.00003],
+               "min_product": [0.6, 0.7, 0.8]} for s in ("pixel", "feature")}
+
+# One call per public plot function, each drawing its default (own) figure; returns the figure.
+DRAW = {
+    "plot_packet": lambda: plots.plot_packet(_X, _PSI, _P, _PHI, quantum.spreads(_X, _PSI)),
+    "plot_products": lambda: plots.plot_products(list(quantum.PACKETS), [0.5, 0.52, 0.55, 0.6, 1.2][: len(quantum.PACKETS)]).figure,
+    "plot_tradeoff": lambda: plots.plot_tradeoff([0.5, 1.0, 2.0], [1.0, 0.5, 0.25]).figure,
+    "plot_input_gradients": lambda: plots.plot_input_gradients(_IMAGES, torch.randn(8, 1, 8, 8), labels=torch.arange(8)),
+    "plot_attack_examples": lambda: plots.plot_attack_examples(
+        _IMAGES, (_IMAGES + 0.1).clamp(0, 1), torch.arange(8), torch.arange(8), torch.arange(8).flip(0), eps=0.1),
+    "plot_accuracy_vs_eps": lambda: plots.plot_accuracy_vs_eps([0, 0.1, 0.2], _CURVES, dataset="MNIST").figure,
+    "plot_loss_along_directions": lambda: plots.plot_loss_along_directions([0, 0.1, 0.2], _CURVES).figure,
+    "plot_toy_classifier": lambda: plots.plot_toy_classifier(
+        _NODES, (np.add.outer(np.arange(26), np.arange(26)) // 18), _RNG.random((30, 2)), np.arange(30) % 3).figure,
+    "plot_wave_functions": lambda: plots.plot_wave_functions(
+        _NODES, [np.outer(_NODES, _NODES) * (k + 1) for k in range(3)],
+        [np.stack([np.ones((26, 26)), np.zeros((26, 26))])] * 3)[0].figure,
+    "plot_profiles_and_bounds": lambda: plots.plot_profiles_and_bounds(
+        _NODES, {"sine": np.sin(np.pi * _NODES), "tent": 1 - abs(2 * _NODES - 1)},
+        {"sine": 0.57, "tent": 0.55}, {"sine": 0.1, "tent": 0.2})[0].figure,
+    "plot_coordinate_bounds": lambda: plots.plot_coordinate_bounds([0.6, 0.7], [0.1, 0.3], labels=["Y=0, $x_1$", "Y=1, $x_2$"]).figure,
+    "plot_dimension_growth": lambda: plots.plot_dimension_growth(np.array([1, 10, 100, 784]), [1, 3, 9, 25], [0.6, 5, 50, 390]).figure,
+    "plot_convergence": lambda: plots.plot_convergence([100, 1000, 10000], {"uniform": ([1.0, 1.1, 1.05], [0.1, 0.05, 0.01])},
+                                                       reference=1.05).figure,
+    "plot_error_scaling": lambda: plots.plot_error_scaling(np.array([10, 100, 1000]), {"uniform": [1.0, 0.3, 0.1]}).figure,
+    "plot_pixel_maps": lambda: plots.plot_pixel_maps(*_RNG.random((2, 28, 28)), np.ones((28, 28)), title="maps")[0].figure,
+    "plot_convergence_panels": lambda: plots.plot_convergence_panels(
+        [10, 100, 1000], {q: {"uniform": ([1, 2, 3], [0.1, 0.1, 0.1]), "sobol": ([1, 2, 3], [0.1, 0.1, 0.1])}
+                          for q in (r"$\Delta x$", r"$\Delta p$", "$B$", "product")}, title="panels")[0, 0].figure,
+    "plot_feature_embedding": lambda: plots.plot_feature_embedding(_RNG.normal(size=(80, 2)), np.arange(40) % 10, k=3).figure,
+    "plot_training_curves": lambda: plots.plot_training_curves([1, 2, 3], _CURVES).figure,
+    "plot_dx_dp_epochs": lambda: plots.plot_dx_dp_epochs([27.00012, 27.00015, 27.00019], [2.0, 1.9, 1.8], [1e-5] * 3,
+                                                         [0.02] * 3, [1, 2, 3]).figure,
+    "plot_epoch_diagnostics": lambda: plots.plot_epoch_diagnostics([1, 2, 3], _SPACES)[0].figure,
+}
+
+
+def test_every_public_plot_function_is_drawn_in_the_style_tests_and_uses_the_style():
+    public = {name for name in dir(plots) if name.startswith("plot_")}
+    assert public == set(DRAW), public ^ set(DRAW)
+    assert all(getattr(getattr(plots, name), "book_style", False) for name in public)
+
+
+def _visible_texts(fig):
+    fig.canvas.draw()
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+
+
+def _has_offset(axis):
+    """Whether an axis prints an offset ("+1", "1e−5+1"), not just a scale factor ("1e−5")."""
+    text = axis.get_offset_text().get_text()
+    return "+" in text or text.startswith(("−", "-"))
+
+
+def _draw_outside_the_style(name):
+    """Draw with matplotlib's defaults, as if a reader had reset them: the style must still hold."""
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        matplotlib.use("Agg")
+        return DRAW[name]()
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_figure_fits_the_column(name):
+    fig = _draw_outside_the_style(name)
+    width, _ = fig.get_size_inches()
+    assert width <= plots.COLUMN_WIDTH + 1e-9, f"{name}: {width:.2f} in wide"
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_every_text_is_at_least_the_minimum_font_size(name):
+    fig = _draw_outside_the_style(name)
+    small = [(t.get_text()[:30], t.get_fontsize()) for t in _visible_texts(fig)
+             if t.get_fontsize() < plots.MIN_FONT_SIZE]
+    assert not small, f"{name}: text below {plots.MIN_FONT_SIZE} pt: {small}"
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_every_colour_map_has_a_colour_bar(name):
+    """An image on a continuous colour map needs a bar; grey pictures and class regions do not."""
+    from matplotlib.colors import ListedColormap
+
+    fig = _draw_outside_the_style(name)
+    mapped = [image for ax in fig.axes if ax.get_label() != "<colorbar>" for image in ax.get_images()
+              if image.get_cmap().name != "gray" and not isinstance(image.get_cmap(), ListedColormap)]
+    mapped += [c for ax in fig.axes if ax.get_label() != "<colorbar>" for c in ax.collections
+               if isinstance(c, PathCollection) and c.get_array() is not None]
+    if mapped:
+        assert colourbars(fig), f"{name}: {len(mapped)} colour-mapped artists, no colour bar"
+
+
+@pytest.mark.parametrize("name", sorted(DRAW))
+def test_no_offset_on_the_axes_and_legends_clear_of_the_labels(name):
+    fig = _draw_outside_the_style(name)
+    fig.canvas.draw()  # ticks, offsets and the legend's place are decided when drawing
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            assert not _has_offset(axis), f"{name}: axis offset {axis.get_offset_text().get_text()!r}"
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        labels = [ax.xaxis.label, ax.yaxis.label, ax.title] + ax.get_xticklabels() + ax.get_yticklabels()
+        covered = [t.get_text() for t in labels
+                   if t.get_visible() and t.get_text() and box.overlaps(t.get_window_extent(renderer))]
+        assert not covered, f"{name}: the legend covers {covered}"
+
+
+def test_the_style_checks_fail_on_a_figure_that_breaks_them():
+    """Tests of the tests: a too-wide figure with 7-pt text, a colour map without bar, a +1 offset."""
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.imshow(np.random.default_rng(0).random((4, 4)), cmap="viridis")
+    ax.set_title("small", fontsize=7)
+    fig.canvas.draw()
+    assert fig.get_size_inches()[0] > plots.COLUMN_WIDTH
+    assert any(t.get_fontsize() < plots.MIN_FONT_SIZE for t in _visible_texts(fig))
+    assert not colourbars(fig)
+    with matplotlib.rc_context({"axes.formatter.useoffset": True}):
+        fig2, ax2 = plt.subplots()
+        ax2.plot([1.00001, 1.00002, 1.00003])
+        fig2.canvas.draw()
+        assert _has_offset(ax2.yaxis)
+    with plots.book_style():
+        fig3, ax3 = plt.subplots()
+        ax3.plot([1.00001, 1.00002, 1.00003])
+        fig3.canvas.draw()
+        assert not _has_offset(ax3.yaxis)
+
+
+def test_subplots_keeps_the_column_width_and_refuses_wider():
+    fig, axes = plots.subplots(1, 3)
+    assert tuple(fig.get_size_inches()) == (plots.COLUMN_WIDTH, 2.9) and len(axes) == 3
+    with pytest.raises(ValueError, match="width must be in"):
+        plots.subplots(1, 3, width=9)
+
+
+def test_panel_selections_draw_fewer_panels_and_refuse_unknown_ones():
+    psis = [np.outer(_NODES, _NODES) * (k + 1) for k in range(3)]
+    grads = [np.stack([np.ones((26, 26)), np.zeros((26, 26))])] * 3
+    axes = plots.plot_wave_functions(_NODES, psis, grads, classes=[2])
+    assert len(axes) == 1 and axes[0].get_title() == r"$\psi_{2}$ and $\nabla\psi_{2}$"
+    np.testing.assert_array_equal(axes[0].get_images()[0].get_array(), psis[2].T)
+    with pytest.raises(ValueError, match="classes"):
+        plots.plot_wave_functions(_NODES, psis, grads, classes=[3])
+    maps = plots.plot_pixel_maps(*_RNG.random((3, 4, 4)), panels=("boundary",))
+    assert len(maps) == 1 and maps[0].get_title() == "$B_i$"
+    with pytest.raises(ValueError, match="panels"):
+        plots.plot_pixel_maps(*_RNG.random((3, 4, 4)), panels=("ess",))
+    diag = plots.plot_epoch_diagnostics([1, 2, 3], _SPACES, keys=["min_product"])
+    assert len(diag) == 1 and diag[0].get_yscale() == "log" and diag[0].get_xlabel() == "epoch"
+    with pytest.raises(ValueError, match="keys"):
+        plots.plot_epoch_diagnostics([1, 2, 3], _SPACES, keys=["ess"])
