@@ -29,7 +29,11 @@ def glue(name: str, value, display: bool = False) -> None:
     With myst-nb importable (the book build) this is ``myst_nb.glue(name, value, display)``.
     Without it, the value is recorded in :data:`values` and, inside IPython, shown under the cell
     once the cell has run: numbers and short strings in one table per cell, Markdown values
-    (notes, sentences) as Markdown. ``display=True`` shows the value at once, as myst-nb would.
+    (notes, sentences) as Markdown. A figure (a matplotlib ``Figure``, or any value with an image
+    or HTML representation) is shown at once, whatever ``display`` says: the book places it with
+    ``{glue:figure}``, and Colab has only this cell to show it in (a matplotlib figure is then
+    closed, so that the inline backend does not draw it a second time at the end of the cell).
+    ``display=True`` shows any value at once, as myst-nb would.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
@@ -40,10 +44,14 @@ def glue(name: str, value, display: bool = False) -> None:
     shell = _shell()
     if shell is None:
         return
-    if display:
+    if display or is_figure(value):
         from IPython.display import display as show
 
         show(value)
+        if not display and _is_matplotlib_figure(value):
+            import matplotlib.pyplot as plt
+
+            plt.close(value)
         return
     global _hooked
     if not _hooked:
@@ -51,6 +59,17 @@ def glue(name: str, value, display: bool = False) -> None:
         shell.events.register("post_run_cell", _show_pending)
         _hooked = True
     _pending[name] = value
+
+
+def _is_matplotlib_figure(value) -> bool:
+    return type(value).__module__.startswith("matplotlib") and hasattr(value, "savefig")
+
+
+def is_figure(value) -> bool:
+    """Whether ``value`` is shown as itself (a figure, an image, an HTML table), not as text."""
+    if _is_matplotlib_figure(value):
+        return True
+    return any(hasattr(value, method) for method in ("_repr_png_", "_repr_jpeg_", "_repr_svg_", "_repr_html_"))
 
 
 def _shell():

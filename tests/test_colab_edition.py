@@ -91,6 +91,36 @@ def test_built_book_reads_titles_numbers_references_and_citations_from_the_html(
     assert page.citation("robertson1929") == ("Robertson, 1929", "https://o.github.io/r/book/references.html#id7")
 
 
+# As Sphinx 7 (numfig, sphinx-book-theme) writes a numbered figure and table, with a {numref} to each.
+FIGURES = """<html><body><main><article><section id="ch"><h1>6. Figures</h1>
+<figure class="align-default" id="fig-06-traj">
+<img alt="../_images/traj1.png" src="../_images/traj1.png"/>
+<figcaption>
+<p><span class="caption-number">Fig. 6.2 </span><span class="caption-text">The trajectory.</span><a class="headerlink" href="#fig-06-traj" title="Link to this image">#</a></p>
+</figcaption>
+</figure>
+<table class="table" id="tab-06-acc">
+<caption><span class="caption-number">Table 6.1 </span><span class="caption-text">Accuracy</span><a class="headerlink" href="#tab-06-acc" title="Link to this table">#</a></caption>
+<tbody><tr class="row-even"><td><p>c</p></td></tr></tbody></table>
+<p><a class="reference internal" href="#fig-06-traj"><span class="std std-numref">Fig. 6.2</span></a>
+<a class="reference internal" href="#tab-06-acc"><span class="std std-numref">Table 6.1</span></a></p>
+</section></article></main></body></html>"""
+
+
+def test_figures_and_tables_get_the_numbers_and_images_of_the_html_build(html_build):
+    (html_build / "html" / "book" / "06_fig.html").write_text(FIGURES)
+    page = ce.BuiltBook(html_build, "https://o.github.io/r/").page("book/06_fig", {"traj": {"data": {}}})
+    converter = cm.MystToMarkdown(page)
+    assert converter.convert("```{glue:figure} traj\n:name: fig-06-traj\n\nΔx per epoch.\n```") == \
+        "**Fig. 6.2.** Δx per epoch."
+    assert converter.convert("```{figure} figures/traj.png\n:name: fig-06-traj\n\nIt.\n```") == \
+        "![It.](https://o.github.io/r/_images/traj1.png)\n\n**Fig. 6.2.** It."
+    assert converter.convert("```{list-table} Accuracy\n:name: tab-06-acc\n\n* - c\n```").startswith("**Table 6.1.** Accuracy")
+    assert converter.convert("{numref}`tab-06-acc`") == "[Table 6.1](https://o.github.io/r/book/06_fig.html#tab-06-acc)"
+    with pytest.raises(ValueError, match="no image 'other.png'"):
+        page.image_url("other.png")
+
+
 @pytest.mark.parametrize("call, name", [("target", "no-such-label"), ("citation", "nobody2000"),
                                         ("page_title", "book/99_none")])
 def test_built_book_names_what_it_cannot_find(html_build, call, name):

@@ -25,7 +25,8 @@ class FakeBook:
              "name": {"text/plain": "'MNIST'"},
              "dev": {"text/plain": "'cpu'", "text/markdown": "**CPU**"},
              "note": {"text/markdown": "Runs: {cite}`robertson1929`.\n\nSecond paragraph."}}
-    numbers = {"ex-06-a": "Exercise 6.2", "thm-r": "Theorem 1", "fig-loss": "Figure 6.1"}
+    numbers = {"ex-06-a": "Exercise 6.2", "thm-r": "Theorem 1", "fig-loss": "Figure 6.1",
+               "fig-06-traj": "Fig. 6.2", "tab-06-acc": "Table 6.1"}
 
     def glue(self, key):
         return self.glued[key]
@@ -39,13 +40,17 @@ class FakeBook:
     def target(self, label):
         page = "book/01_heisenberg" if label == "thm-r" else self.docname
         return self.page_url(page, label), {"ex-06-a": "Exercise 6.2", "thm-r": "Theorem 1",
-                                            "fig-loss": "Figure 6.1", "sec-x": "The section"}[label]
+                                            "fig-loss": "Figure 6.1", "sec-x": "The section",
+                                            "fig-06-traj": "Fig. 6.2", "tab-06-acc": "Table 6.1"}[label]
 
     def number(self, label):
         return self.numbers[label].split()[-1]
 
     def numbered(self, label):
         return self.numbers[label]
+
+    def image_url(self, path):
+        return BASE + "_images/" + path.rsplit("/", 1)[-1]
 
     def citation(self, key):
         return {"robertson1929": ("Robertson, 1929", BASE + "book/references.html#id1"),
@@ -167,7 +172,64 @@ def test_targets_and_comments_disappear():
     assert convert("(sec-x)=\n## A section\n\n% a comment\nText.") == "## A section\n\nText."
 
 
-@pytest.mark.parametrize("text", ["{abbr}`MNIST (a dataset)`", "```{figure} a.png\n```", ":::\nplain colon fence\n:::"])
+GLUE_FIGURE = """```{glue:figure} ch6_traj
+:name: fig-06-traj
+:figwidth: 90%
+
+Δx and Δp per epoch of the recorded run `mnist-cnn3` ({glue:text}`n:,d` images), see {numref}`tab-06-acc`.
+```"""
+
+
+def test_glue_figure_is_its_numbered_caption_line_and_numref_the_number_the_book_shows():
+    out = convert(GLUE_FIGURE + "\n\nAs {numref}`fig-06-traj` shows, and {numref}`Figure %s <fig-06-traj>`.")
+    caption, prose = out.split("\n\n")
+    assert caption == ("**Fig. 6.2.** Δx and Δp per epoch of the recorded run `mnist-cnn3` (60,000 images), see "
+                       f"[Table 6.1]({BASE}book/06_mnist.html#tab-06-acc).")
+    assert prose == (f"As [Fig. 6.2]({BASE}book/06_mnist.html#fig-06-traj) shows, and "
+                     f"[Figure 6.2]({BASE}book/06_mnist.html#fig-06-traj).")
+
+
+def test_figure_directive_is_the_published_image_and_its_caption_line():
+    out = convert("```{figure} figures/traj.png\n:name: fig-06-traj\n:width: 80%\n\nThe *trajectory*.\n```")
+    assert out == f"![The *trajectory*.]({BASE}_images/traj.png)\n\n**Fig. 6.2.** The *trajectory*."
+    assert convert("```{figure} b.png\n:alt: a plot\n```") == f"![a plot]({BASE}_images/b.png)"
+
+
+def test_table_directive_is_the_caption_line_then_the_table():
+    out = convert(":::{table} Accuracy after {glue:text}`n:,d` images\n:name: tab-06-acc\n\n"
+                  "| net | acc |\n|---|---|\n| CNN | {glue:text}`acc:.1%` |\n:::")
+    assert out == "**Table 6.1.** Accuracy after 60,000 images\n\n| net | acc |\n|---|---|\n| CNN | 98.8% |"
+
+
+LIST_TABLE = """```{list-table} Robust accuracy
+:header-rows: 1
+:name: tab-06-acc
+:widths: 20 40
+
+* - network
+  - robust accuracy
+* - MnistCNN3
+  - {glue:text}`acc:.2f` (a | b),
+    two lines
+* - CNN4
+  - `x`
+```"""
+
+
+def test_list_table_becomes_a_pipe_table_with_its_caption_line():
+    assert convert(LIST_TABLE) == ("**Table 6.1.** Robust accuracy\n\n"
+                                   "| network | robust accuracy |\n| --- | --- |\n"
+                                   "| MnistCNN3 | 0.99 (a \\| b), two lines |\n| CNN4 | `x` |")
+    headless = convert("```{list-table}\n* - a\n  - b\n* - c\n  - d\n```")
+    assert headless == "|  |  |\n| --- | --- |\n| a | b |\n| c | d |"
+
+
+def test_a_list_table_that_is_not_a_list_of_lists_is_an_error():
+    with pytest.raises(ValueError, match="list-table"):
+        convert("```{list-table}\nJust text.\n```")
+
+
+@pytest.mark.parametrize("text", ["{abbr}`MNIST (a dataset)`", "```{youtube} abc\n```", ":::\nplain colon fence\n:::"])
 def test_unknown_syntax_is_an_error_not_raw_text(text):
     with pytest.raises(ValueError):
         convert(text)

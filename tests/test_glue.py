@@ -62,3 +62,37 @@ def test_values_glued_in_a_cell_are_shown_once_under_it(no_myst, monkeypatch):
     finally:
         shell.events.unregister("post_run_cell", gluing._show_pending)
         InteractiveShell.clear_instance()
+
+
+def test_a_glued_figure_is_shown_once_under_its_cell_not_as_text(no_myst, monkeypatch):
+    # {glue:figure} in Colab: the figure glued with display=False must still appear, as an image,
+    # exactly once (the inline backend would draw an open pyplot figure again at the cell's end).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(gluing, "_hooked", False)
+    try:
+        shell.run_cell("import matplotlib.pyplot as plt\nfrom qnnlib.glue import glue\n"
+                       "fig, ax = plt.subplots()\nax.plot([0, 1])\nglue('fig-06-x', fig, display=False)\n"
+                       "glue('ch6_n', 3)")
+        figures = [obj for obj in shown if gluing.is_figure(obj)]
+        assert len(figures) == 1 and figures[0] is shell.user_ns["fig"]
+        assert not plt.fignum_exists(shell.user_ns["fig"].number)   # closed: not drawn a second time
+        tables = [obj for obj in shown if not gluing.is_figure(obj)]
+        assert len(tables) == 1 and "ch6_n" in tables[0].data and "fig-06-x" not in tables[0].data
+    finally:
+        shell.events.unregister("post_run_cell", gluing._show_pending)
+        InteractiveShell.clear_instance()
+        plt.close("all")
+
+
+def test_is_figure_tells_figures_from_values():
+    from matplotlib.figure import Figure
+
+    assert gluing.is_figure(Figure()) and not gluing.is_figure(Markdown("x")) and not gluing.is_figure(0.5)

@@ -88,7 +88,7 @@ class BuiltBook:
         self.base_url = base_url
         if not self.html_dir.is_dir():
             raise ValueError(f"build_dir: no HTML build in {self.html_dir}")
-        self.titles, self.anchors, self.shown = {}, {}, {}
+        self.titles, self.anchors, self.shown, self.images = {}, {}, {}, {}
         for path in sorted(self.html_dir.rglob("*.html")):
             docname = path.relative_to(self.html_dir).with_suffix("").as_posix()
             if docname.startswith(("_", "genindex", "search", "py-modindex")):
@@ -103,6 +103,9 @@ class BuiltBook:
             for element in article.find_all(id=True):
                 self.anchors.setdefault(element["id"], (docname, element))
             self._index_links(docname, article)
+            folder = docname.rpartition("/")[0]
+            self.images[docname] = [posixpath.normpath(posixpath.join(folder, img["src"]))
+                                    for img in article.find_all("img", src=True) if "://" not in img["src"]]
         self.citation_ids = self._citation_ids()
 
     def _index_links(self, docname: str, article) -> None:
@@ -157,6 +160,16 @@ class PageResolver:
         if shown is None:
             raise ValueError(f"{self.docname}: the book never shows a reference to {label!r}")
         return self.page_url(docname, label), shown
+
+    def image_url(self, path: str) -> str:
+        """The image of this page that Sphinx copied from ``path`` (``_images/NAME`` or ``NAME1``...)."""
+        stem, suffix = posixpath.splitext(posixpath.basename(path))
+        pattern = re.compile(re.escape(stem) + r"\d*" + re.escape(suffix) + "$")
+        found = [src for src in self.book.images.get(self.docname, [])
+                 if pattern.fullmatch(posixpath.basename(src))]
+        if not found:
+            raise ValueError(f"{self.docname}: the HTML build shows no image {path!r}")
+        return self.book.base_url + found[0]
 
     def numbered(self, label: str) -> str:
         _, element = self._anchor(label)

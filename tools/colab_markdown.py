@@ -11,6 +11,10 @@ raw text. :class:`MystToMarkdown` rewrites one notebook's Markdown cells:
 * directives — ``exercise`` ("**Exercise 3 (title)**"), ``solution`` (a collapsed
   ``<details>`` block), ``prf:*`` ("**Theorem 1 (title)**"; proofs as "*Proof.* … ∎"),
   admonitions (a blockquote with a bold title), ``glue:md``, ``math``, ``code-block``;
+  ``glue:figure`` (the caption line "**Fig. 6.2.** caption": in Colab the glued figure itself is
+  shown under the cell that glued it, by ``qnnlib.glue``), ``figure``/``image`` (the image from
+  the published book, then the caption line), ``table`` and ``list-table`` (the caption line
+  "**Table 6.1.** title", then a pipe table), numbered as the built book numbers them;
 * labelled ``$$…$$ (label)`` and bare ``\\begin{align}`` blocks become plain ``$$…$$``;
   MathJax macros of ``_config.yml`` are expanded in the math, since Colab does not know them.
 
@@ -24,6 +28,7 @@ reaching a reader as raw text.
 from __future__ import annotations
 
 import re
+import textwrap
 from ast import literal_eval
 from dataclasses import dataclass
 from typing import Protocol
@@ -69,7 +74,11 @@ class Resolver(Protocol):
         """The number the book gives the labelled figure/exercise/theorem/equation ("6.2")."""
 
     def numbered(self, label: str) -> str:
-        """The numbered name the book gives a labelled exercise or theorem ("Exercise 6.2")."""
+        """The numbered name the book gives a labelled exercise, theorem, figure or table
+        ("Exercise 6.2", "Fig. 6.2", "Table 6.1")."""
+
+    def image_url(self, path: str) -> str:
+        """The published URL of the image that a ``figure``/``image`` directive shows (``path`` as written)."""
 
     def citation(self, key: str) -> tuple[str, str]:
         """(author–year text, URL of its bibliography entry) of a citation key."""
@@ -261,9 +270,59 @@ class MystToMarkdown:
             return self.convert(markdown) if options.get("format") == "myst" else markdown
         if name == "math":
             return self._display_math(content)
+        if name in ("glue:figure", "glue:any", "glue"):
+            # The value itself is shown under the code cell that glued it (qnnlib.glue, no myst-nb).
+            return self._caption(options.get("name"), content, "Figure")
+        if name in ("figure", "image"):
+            alt = options.get("alt") or (self.inline(content).split("\n")[0] if content else "")
+            image = f"![{alt}]({self.resolver.image_url(arg)})"
+            caption = self._caption(options.get("name"), content, "Figure") if name == "figure" else ""
+            return f"{image}\n\n{caption}".strip("\n")
+        if name == "table":
+            return f"{self._caption(options.get('name'), arg, 'Table')}\n\n{self.convert(content)}".strip("\n")
+        if name == "list-table":
+            return (f"{self._caption(options.get('name'), arg, 'Table')}\n\n"
+                    f"{self._list_table(content, int(options.get('header-rows', 0) or 0))}").strip("\n")
         if name in ("code-block", "code", "sourcecode"):
             return f"```{arg}\n{content}\n```"
         raise ValueError(f"unsupported directive {{{name}}}")
+
+    def _caption(self, label: str | None, text: str, kind: str) -> str:
+        """"**Fig. 6.2.** caption" (the number the built book gives ``label``); "" for neither."""
+        text = self.convert(text) if text else ""
+        if label:
+            number = self.resolver.numbered(label)
+            return f"**{number}.** {text}".rstrip()
+        return f"**{kind}.** {text}".rstrip() if text else ""
+
+    def _list_table(self, body: str, header_rows: int) -> str:
+        """A ``list-table`` body (a list of rows, each a list of cells) as a Markdown pipe table."""
+        tokens = self.parser.parse(body)
+        lines = body.split("\n")
+        rows, depth, row = [], 0, None
+        for token in tokens:
+            if token.type == "bullet_list_open":
+                depth += 1
+            elif token.type == "bullet_list_close":
+                depth -= 1
+            elif token.type == "list_item_open" and depth == 1:
+                row = []
+                rows.append(row)
+            elif token.type == "list_item_open" and depth == 2:
+                start, end = token.map
+                first = re.sub(r"^\s*([-*+]\s+)+", "", lines[start])   # the row's and the cell's bullets
+                text = "\n".join([first, textwrap.dedent("\n".join(lines[start + 1:end]))]).strip()
+                cell = " ".join(self.convert(text).split())
+                row.append(cell.replace("|", "\\|"))
+        if not rows or not all(rows):
+            raise ValueError("list-table: the body must be a list of rows, each a list of cells")
+        width = max(len(r) for r in rows)
+        rows = [r + [""] * (width - len(r)) for r in rows]
+        head, rest = (rows[:1], rows[1:]) if header_rows else ([[""] * width], rows)
+        if header_rows > 1:   # Markdown tables have one header row: the others become bold body rows
+            rest = [[f"**{c}**" if c else c for c in r] for r in rows[1:header_rows]] + rows[header_rows:]
+        table = [head[0], ["---"] * width, *rest]
+        return "\n".join("| " + " | ".join(r) + " |" for r in table)
 
     @staticmethod
     def _proof(text: str) -> str:
