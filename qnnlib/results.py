@@ -11,6 +11,7 @@ git commit, torch version, device, dataset identity, seed, start/end time, wall 
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -27,7 +28,7 @@ import torch
 
 from . import __version__
 
-SCHEMA_VERSION = 1  # the version this qnnlib writes; every version in SCHEMAS is read
+SCHEMA_VERSION = 2  # the version this qnnlib writes; every version in SCHEMAS is read
 TOP_KEYS = ("schema", "experiment", "config", "provenance", "epochs")
 PROVENANCE_KEYS = (
     "qnnlib_version", "git_commit", "torch_version", "device", "dataset", "seed",
@@ -101,9 +102,47 @@ SCHEMA_V1 = {
         "provenance": _PROVENANCE, "epochs": {"type": "array", "items": _EPOCH}, "final": _FINAL,
     },
 }
+# Schema 2 (SPEC §7): every space of every epoch also holds the jackknife-corrected values, the
+# diagnostics of the estimate and the replicates the jackknife is recomputed from, per label too.
+SPACE_KEYS_V2 = SPACE_KEYS + (
+    "dx_jk", "dp_jk", "dx_jk_stderr", "dp_jk_stderr", "ess", "ess_p", "khat_w", "khat_p", "reliable", "warnings",
+    "per_label",
+)
+_WARNINGS = {"type": "array", "items": {"type": "string"}}
+_LABEL_V2 = {
+    "type": "object",
+    "required": ["dx", "dp", "dx_jk", "dp_jk", "dx_stderr", "dp_stderr", "dx_replicates", "dp_replicates",
+                 "ess", "ess_p", "khat_w", "khat_p", "reliable", "warnings", "n_samples", "resampled"],
+    "properties": {
+        "dx": {"type": "number", "minimum": 0}, "dp": {"type": "number", "minimum": 0},
+        "dx_jk": _NUMBER, "dp_jk": _NUMBER, "dx_stderr": _DIAGNOSTIC, "dp_stderr": _DIAGNOSTIC,
+        "dx_replicates": {"type": "array", "items": _NUMBER},
+        "dp_replicates": {"type": "array", "items": _NUMBER},
+        "ess": _DIAGNOSTIC, "ess_p": _DIAGNOSTIC, "khat_w": _DIAGNOSTIC, "khat_p": _DIAGNOSTIC,
+        "reliable": {"type": "boolean"}, "warnings": _WARNINGS, "n_samples": {"type": "integer", "minimum": 2},
+        "resampled": {"type": "array", "items": {
+            "type": "object", "required": ["n_samples", "warnings"],
+            "properties": {"n_samples": {"type": "integer", "minimum": 2}, "warnings": _WARNINGS}}},
+    },
+}
+SCHEMA_V2 = copy.deepcopy(SCHEMA_V1)
+SCHEMA_V2["title"] = "qnnlib results record, schema 2"
+SCHEMA_V2["properties"]["schema"] = {"const": 2}
+_SPACE_V2 = SCHEMA_V2["properties"]["epochs"]["items"]["properties"]["pixel"]
+_SPACE_V2["required"] = list(SPACE_KEYS_V2)
+_SPACE_V2["properties"].update({
+    "dx_jk": _NUMBER, "dp_jk": _NUMBER, "dx_jk_stderr": _DIAGNOSTIC, "dp_jk_stderr": _DIAGNOSTIC,
+    "ess_p": _DIAGNOSTIC, "khat_w": _DIAGNOSTIC, "khat_p": _DIAGNOSTIC, "reliable": {"type": "boolean"},
+    "warnings": _WARNINGS, "per_label": {"type": "array", "minItems": 1, "items": _LABEL_V2},
+})
+SCHEMA_V2["properties"]["epochs"]["items"]["properties"]["feature"] = _SPACE_V2
+_EPOCH_V2 = SCHEMA_V2["properties"]["epochs"]["items"]
+_EPOCH_V2["required"].append("logit_scale")  # the temperature control's scale (experiments.logit_scale)
+_EPOCH_V2["properties"]["logit_scale"] = {"type": "number", "minimum": 0}
+
 # Every schema version this qnnlib reads. A later version (new fields) is added here as a copy of
 # the previous one with its additions (``copy.deepcopy`` and edit), so older files still open.
-SCHEMAS = {1: SCHEMA_V1}
+SCHEMAS = {1: SCHEMA_V1, 2: SCHEMA_V2}
 
 
 class ResultsError(ValueError):

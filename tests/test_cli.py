@@ -314,7 +314,7 @@ def test_list_and_show_print_to_stdout_and_exit_0(capsys):
         pytest.skip("book/results/mnist-cnn3.json is not recorded")
     assert main(["show", str(RECORDED)]) == 0
     out, err = capsys.readouterr()
-    assert err == "" and "MNIST (official)" in out and "\n   50 " in out and len(out.splitlines()) == 52
+    assert err == "" and "MNIST (official)" in out and "\n   50 " in out and len(out.splitlines()) == 53
 
 
 def test_set_epochs_and_name_like_keys_work_or_are_refused_cleanly(tmp_path, monkeypatch, capsys):

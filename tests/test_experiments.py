@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnnlib import experiments, results
+from qnnlib import experiments, results, uncertainty
 from qnnlib.data import Dataset
 from qnnlib.experiments import runner
 
@@ -183,7 +183,11 @@ def test_make_config_rejects_unknown_names_and_bad_overrides():
 
 
 def test_named_configs_follow_the_spec():
-    assert set(experiments.CONFIGS) == {"mnist-cnn3", "cifar-cnn4", "cifar-resnet8"}
+    assert set(experiments.CONFIGS) == {"mnist-cnn3", "cifar-cnn4", "cifar-resnet8", "mnist-cnn3-seed1", "mnist-cnn3-seed2"}
+    for seed in (1, 2):  # the seed runs of Chapter 6 differ from mnist-cnn3 in their seed only
+        other = experiments.CONFIGS[f"mnist-cnn3-seed{seed}"]
+        assert dataclasses.replace(other, name="mnist-cnn3", seed=0) == experiments.CONFIGS["mnist-cnn3"]
+        assert other.seed == seed
     for config in experiments.CONFIGS.values():
         assert (config.epochs, config.batch_size, config.lr) == (50, 128, 1e-3)
         assert config.pgd_steps == 4 and config.pgd_eps == pytest.approx(8 / 255)
@@ -665,3 +669,81 @@ def test_a_batchnorm_network_with_ten_labels_end_to_end(tmp_path, monkeypatch):
         # Δx_i ≤ 1/2 on [0, 1], so the paper's aggregate is at most (M/2)^{1/2} in both spaces.
         assert 0 < e["pixel"]["dx"] <= (3072 / 2) ** 0.5 and 0 < e["feature"]["dx"] <= (e["feature"]["dims"] / 2) ** 0.5
     assert record["provenance"]["dataset"]["identity"] == "synthetic colour bands"
+
+
+def _peaked_linear(scale: float):
+    """A linear classifier on [0, 1]^4 whose loss for label 0 is softplus(scale · (Σ_j x_j − 3.5)):
+    ~ 0 except in the corner Σ x > 3.5 (volume 0.5⁴/24 ≈ 0.26 %) when the scale is large, so a
+    handful of samples carry almost all of w = l² (tiny ESS, heavy tail); flat for scale 0."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.zero_()
+        net[1].weight[1] = scale
+        net[1].bias[1] = -3.5 * scale
+    return net.eval()
+
+
+def test_an_unreliable_estimate_is_drawn_again_with_more_points_and_recorded_as_such():
+    config = dataclasses.replace(experiments.CONFIGS["mnist-cnn3"], mc_samples=200, labels=(0,))
+    generator = torch.Generator().manual_seed(0)
+    flat = experiments.label_summary(_peaked_linear(0.0), 0, (4,), config, generator)
+    assert flat["reliable"] and flat["resampled"] == [] and flat["n_samples"] == 200 and flat["warnings"] == []
+    with pytest.warns(uncertainty.UnreliableEstimateWarning, match="label 0"):
+        summary = experiments.space_summary(_peaked_linear(20.0), (4,), config, generator)
+    label = summary["per_label"][0]
+    # 200 points fail the checks; the estimate kept has 4× or 16× the points, with the earlier tries listed.
+    assert [r["n_samples"] for r in label["resampled"]] == [200, 800][:len(label["resampled"])]
+    assert len(label["resampled"]) >= 1 and all(r["warnings"] for r in label["resampled"])
+    assert label["n_samples"] == 200 * 4 ** len(label["resampled"])
+    assert summary["reliable"] == label["reliable"] and (summary["warnings"] == []) == label["reliable"]
+    # The stored replicates reproduce the jackknife values and error bars.
+    dx, se = uncertainty.jackknife(label["dx"], torch.tensor(label["dx_replicates"], dtype=torch.float64))
+    assert float(dx) == pytest.approx(label["dx_jk"], rel=1e-9) and float(se) == pytest.approx(label["dx_stderr"], rel=1e-9)
+    assert summary["ess"] == label["ess"] and summary["khat_w"] == label["khat_w"]
+
+
+def test_an_unfinished_run_of_an_older_schema_is_not_continued(synthetic, tmp_path):
+    # Its next epochs would be measured with schema-2 fields into a schema-1 record: refuse, say how.
+    settings = dict(TINY, epochs=2)
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **settings)
+    ckpt = tmp_path / "mnist-cnn3.ckpt.pt"
+    state = results.load_checkpoint(ckpt)
+    record = json.loads(state["record"])
+    record["schema"], record["epochs"] = 1, record["epochs"][:1]
+    record.pop("final")
+    for e in record["epochs"]:
+        for space in ("pixel", "feature"):
+            e[space] = {k: v for k, v in e[space].items() if k in results.SPACE_KEYS}
+    results.validate(record)  # a valid schema-1 record of one epoch
+    results.save_checkpoint(ckpt, dict(state, epoch=1, record=json.dumps(record)))
+    path.write_text(json.dumps(record))
+    with pytest.raises(results.ResultsError, match="schema 1 .*--no-resume"):
+        experiments.run("mnist-cnn3", out=tmp_path, progress=False, **settings)
+    assert json.loads(path.read_text()) == record  # nothing was overwritten
+
+
+def test_the_logit_scale_grows_linearly_with_a_temperature_and_is_zero_for_a_constant_network():
+    net = _peaked_linear(3.0)
+    scaled = torch.nn.Sequential(net, type("Times", (torch.nn.Module,), {"forward": lambda self, z: 2.5 * z})())
+    one = experiments.logit_scale(net, (4,), torch.Generator().manual_seed(1), n=300)
+    assert experiments.logit_scale(scaled, (4,), torch.Generator().manual_seed(1), n=300) == pytest.approx(2.5 * one)
+    # Two logits z_0 = 0, z_1 = 3 (Σx − 3.5): their std across classes is |z_1| / √2, RMS over x.
+    x = torch.rand(300, 4, generator=torch.Generator().manual_seed(1))
+    expected = float(((3.0 * (x.sum(1) - 3.5)).double().abs() / 2 ** 0.5).pow(2).mean().sqrt())
+    assert one == pytest.approx(expected, rel=1e-5)
+    assert experiments.logit_scale(_peaked_linear(0.0), (4,), torch.Generator().manual_seed(1)) == 0
+
+
+def test_show_prints_the_corrected_values_with_their_diagnostics(synthetic, tmp_path):
+    path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
+    record = results.read_results(path)
+    lines = experiments.show(path).splitlines()
+    assert "schema 2" in lines[0] and "jackknife bias-corrected" in lines[1]
+    for e, line in zip(record["epochs"], lines[3:], strict=True):
+        for space in ("pixel", "feature"):
+            m = e[space]
+            cell = f"{m['dx_jk']:7.3f}±{m['dx_stderr']:<7.3f} {m['dp_jk']:7.3f}±{m['dp_stderr']:<7.3f}"
+            assert cell in line and f"{min(m['ess'], m['ess_p']):6.0f}" in line
+            flag = line[line.index(cell) + len(cell) + 13]  # after the ESS and k̂ columns
+            assert flag == ("!" if not m["reliable"] else " "), (line, m["reliable"])

@@ -21,7 +21,7 @@ from .configs import (
 )
 from .measure import (
     FeatureSpace, _features, _generator, evaluation_subset, feature_space, final_evaluation, measure_epoch,
-    space_summary, strong_robust_accuracy,
+    label_summary, logit_scale, space_summary, strong_robust_accuracy,
 )
 from .store import RunFiles, RunLocked
 from .runner import _datasets, _device, export_weights, redo_final, run
@@ -34,7 +34,7 @@ from .recorded import (
 __all__ = [
     "CONFIGS", "FAST", "MODELS", "RESULTS_DIR", "ROOT", "RUNS_DIR", "ExperimentConfig", "build_model", "config_of",
     "describe", "make_config", "configure", "allowed", "RunFiles", "RunLocked", "FeatureSpace", "evaluation_subset", "export_weights", "feature_space",
-    "final_evaluation", "measure_epoch", "redo_final", "run", "space_summary", "strong_robust_accuracy",
+    "final_evaluation", "label_summary", "logit_scale", "measure_epoch", "redo_final", "run", "space_summary", "strong_robust_accuracy",
     "RECORDED_SUFFIXES", "RESULTS_URL_ENV", "RecordedRun", "book_runs", "book_runs_note", "final_model",
     "load_or_run", "load_snapshots", "recorded", "show", "weights_path", "RECORDED_MINUTES", "TRAINING_MARKER",
     "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout",

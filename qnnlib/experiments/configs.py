@@ -77,6 +77,10 @@ CONFIGS = {
         labels=tuple(range(10)), mc_samples=2048, snapshot_eps=8 / 255, snapshot_alpha=2 / 255,
     ),
 }
+# Chapter 6's spread across seeds: the same run from two more seeds (SPEC §7: a trend needs ≥ 3).
+for _seed in (1, 2):
+    CONFIGS[f"mnist-cnn3-seed{_seed}"] = dataclasses.replace(
+        CONFIGS["mnist-cnn3"], name=f"mnist-cnn3-seed{_seed}", seed=_seed)
 FAST = dict(epochs=2, train_size=2000, test_size=500, mc_samples=512, snapshot_epochs=(1,), snapshot_size=200,
             strong_steps=5, strong_restarts=2, final_size=200)
 MODELS = {"MnistCNN3": models.MnistCNN3, "CifarCNN4": models.CifarCNN4, "ResNet8": models.ResNet8}
@@ -87,7 +91,8 @@ def describe() -> str:
     lines = []
     for name, config in CONFIGS.items():
         width = f" width {config.width}" if config.width else ""
-        lines.append(f"{name:16s} {config.model}{width} on {config.dataset}, {config.epochs} epochs")
+        seed = f", seed {config.seed}" if config.seed else ""
+        lines.append(f"{name:16s} {config.model}{width} on {config.dataset}, {config.epochs} epochs{seed}")
     return "\n".join(lines)
 
 

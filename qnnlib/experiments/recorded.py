@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import results
 from .. import manifest, source
+from ..uncertainty import diagnostics
 from ..data import cache_dir
 from .configs import CONFIGS, MODELS, RESULTS_DIR, RUNS_DIR, make_config
 from .runner import run
@@ -280,19 +281,39 @@ def load_snapshots(results_json: Path | str) -> dict:
 
 
 def show(path) -> str:
-    """A summary table of a results file (``python -m qnnlib show FILE``)."""
+    """A summary table of a results file (``python -m qnnlib show FILE``).
+
+    Per epoch: loss, accuracies, and in pixel and feature space Δx and Δp with their standard
+    errors — jackknife bias-corrected in schema-2 files (plain ratios in schema 1, which has no
+    correction) — the smallest ESS and the largest Pareto k̂ over w = l² and Σ_i g_i², and a ``!``
+    on an estimate that failed a check (ESS < 100 or k̂ > 0.7, after resampling).
+    """
     record = results.read_results(Path(path))
     prov = record["provenance"]
+    corrected = record["schema"] >= 2
     lines = [
         f"{record['experiment']}: {prov['dataset']['identity']}, seed {prov['seed']}, device {prov['device']}, "
-        f"commit {prov['git_commit'][:12]}, {prov['wall_seconds'] / 60:.1f} min",
-        f"{'epoch':>5} {'loss':>7} {'train':>6} {'test':>6} {'robust':>6} {'r-feat':>6} "
-        f"{'Δx pix':>7} {'Δp pix':>8} {'Δx feat':>7} {'Δp feat':>8} {'s':>6}",
+        f"commit {prov['git_commit'][:12]}, {prov['wall_seconds'] / 60:.1f} min, results schema {record['schema']}",
+        ("Δx, Δp: jackknife bias-corrected ± standard error; ESS: min over w and Σg², k̂: max; "
+         "! = unreliable estimate" if corrected else
+         "Δx, Δp: plain ratio estimates ± standard error (schema 1: no bias correction, no k̂); ! = ESS < 100"),
+        f"{'epoch':>5} {'loss':>7} {'test':>6} {'robust':>6} {'r-feat':>6}  "
+        + "  ".join(f"{'Δx ' + s:>15} {'Δp ' + s:>15} {'ESS':>6} {'k̂':>5}" for s in ("pixel", "feature"))
+        + f" {'s':>6}",
     ]
+
+    def space(m):
+        key = "_jk" if corrected else ""
+        ess = min(m["ess"], m["ess_p"]) if corrected else m.get("ess")
+        khat = max(m["khat_w"], m["khat_p"], key=lambda v: -np.inf if v is None else v) if corrected else None
+        reliable = m["reliable"] if corrected else not (ess is not None and ess < diagnostics.ESS_MIN)
+        text = (f"{m['dx' + key]:7.3f}±{m['dx_stderr'] or 0:<7.3f} {m['dp' + key]:7.3f}±{m['dp_stderr'] or 0:<7.3f} "
+                f"{'' if ess is None else f'{ess:.0f}':>6} {'' if khat is None else f'{khat:.2f}':>5}")
+        return text + ("!" if not reliable else " ")
+
     for e in record["epochs"]:
         lines.append(
-            f"{e['epoch']:5d} {e['train_loss']:7.4f} {e['train_acc']:6.4f} {e['test_acc']:6.4f} {e['robust_acc']:6.4f} "
-            f"{e['robust_acc_feature']:6.4f} {e['pixel']['dx']:7.3f} {e['pixel']['dp']:8.3f} "
-            f"{e['feature']['dx']:7.3f} {e['feature']['dp']:8.3f} {e['seconds']['total']:6.1f}"
+            f"{e['epoch']:5d} {e['train_loss']:7.4f} {e['test_acc']:6.4f} {e['robust_acc']:6.4f} "
+            f"{e['robust_acc_feature']:6.4f}  {space(e['pixel'])} {space(e['feature'])} {e['seconds']['total']:6.1f}"
         )
     return "\n".join(lines)

@@ -170,6 +170,10 @@ def _resume_state(files: store.RunFiles, config: ExperimentConfig, experiment: s
             return None, None  # a JSON without its checkpoint (invariant 5): start afresh
     else:
         return None, None
+    if record["schema"] != results.SCHEMA_VERSION and len(record["epochs"]) < config.epochs:
+        raise results.ResultsError(
+            f"{files.json} holds results schema {record['schema']} (an older qnnlib); its epochs cannot be "
+            f"continued with schema {results.SCHEMA_VERSION} measurements: use --no-resume or another --out")
     if int(record["provenance"]["seed"]) != config.seed or record["config"]["epochs"] != config.epochs:
         raise results.ResultsError(f"{files.json} {another}")
     made_from = record["provenance"]["dataset"]["identity"]

@@ -171,12 +171,20 @@ class Moments:
         dx, dp = _aggregate(self.dx.flatten(), self.dp.flatten(), form)
         return float(dx), float(dp)
 
+    def aggregate_replicates(self, form: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+        """(Δx, Δp) of :meth:`aggregate` recomputed from each delete-one-group replicate: two (K,) tensors.
+
+        Enough to recompute the jackknife later (:func:`jackknife` with :meth:`aggregate`); empty
+        for grid quadrature (K = 0).
+        """
+        k = self.dx_replicates.shape[0]
+        return _aggregate(self.dx_replicates.reshape(k, -1), self.dp_replicates.reshape(k, -1), form)
+
     def _aggregate_jackknife(self, form: str):
         dx, dp = _aggregate(self.dx.flatten(), self.dp.flatten(), form)
-        k = self.dx_replicates.shape[0]
-        if k == 0:  # grid quadrature: nothing to leave out
+        if self.dx_replicates.shape[0] == 0:  # grid quadrature: nothing to leave out
             return (dx, torch.zeros_like(dx)), (dp, torch.zeros_like(dp))
-        rx, rp = _aggregate(self.dx_replicates.reshape(k, -1), self.dp_replicates.reshape(k, -1), form)
+        rx, rp = self.aggregate_replicates(form)
         return jackknife(dx, rx), jackknife(dp, rp)
 
     def aggregate_stderr(self, form: str = "paper") -> tuple[float, float]:

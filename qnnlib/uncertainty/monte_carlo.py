@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models import evaluation
 from .diagnostics import UnreliableEstimateWarning
 from .estimator import FORMS, Moments, _finish, _Sums, combine_stderr
 from .wave_function import (
@@ -175,9 +176,7 @@ def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Mom
     dtype, device = _model_dtype_device(model)
     kw.setdefault("dtype", dtype)
     kw.setdefault("device", device)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation(model):
         n_classes = _num_classes(model, shape, kw["dtype"], kw["device"])
         if isinstance(label, bool):
             raise ValueError(f"label must be an int in 0..{n_classes - 1}, got {label!r}")
@@ -188,8 +187,6 @@ def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Mom
         if not 0 <= label < n_classes:
             raise ValueError(f"label must be in 0..{n_classes - 1}, got {label}")
         return moments(neural_amplitude(model, label), shape, **kw)
-    finally:
-        model.train(was_training)
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,10 +233,6 @@ def mean_neural_moments(model: torch.nn.Module, input_shape, *, form: str = "pap
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     shape = _check_shape(input_shape)
     dtype, device = _model_dtype_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation(model):
         n_classes = _num_classes(model, shape, kw.get("dtype", dtype), kw.get("device", device))
-    finally:
-        model.train(was_training)
     return mean_aggregate((neural_moments(model, y, shape, **kw) for y in range(n_classes)), form)
