@@ -56,7 +56,7 @@ def input_gradient(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor shaped like ``x``: the conjugate variable p = ∂l/∂x of each sample (Chapter 2).
 
-    Example::
+    Example:
         >>> g = input_gradient(model, images, labels)   # doctest: +SKIP
     """
     _, y_range = _check_inputs(x, y, None)
@@ -88,7 +88,7 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, clamp=(0.0, 1.0
     Shape:
         - x: (N, ...) — images (N, C, H, W) or features (N, F); output: same as x.
 
-    Example::
+    Example:
         >>> x_adv = fgsm(model, images, labels, eps=8/255)   # doctest: +SKIP
 
     Same output as ``torchattacks.FGSM(model, eps)(images, labels)``. Chapter 2.
@@ -115,9 +115,12 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, st
 
     Distance measure: L∞.
 
-    .. math:: x^{0} = \mathrm{clip}(x + u),\ u \sim U[-\varepsilon, \varepsilon]^{\dim x}\ \text{(if random\_start)},
-              \qquad x^{t+1} = \mathrm{clip}_{[a,b]}\Bigl(x + \mathrm{clip}_{[-\varepsilon,\varepsilon]}
-              \bigl(x^{t} + \alpha\,\mathrm{sign}\,\nabla_x L(x^{t}, y) - x\bigr)\Bigr)
+    .. math::
+
+        x^{0} &= \mathrm{clip}_{[a,b]}(x + u),\quad u \sim U[-\varepsilon, \varepsilon]^{\dim x}
+        \ \text{(random start; else } x^{0} = x\text{)},\\
+        x^{t+1} &= \mathrm{clip}_{[a,b]}\Bigl(x + \mathrm{clip}_{[-\varepsilon,\varepsilon]}
+        \bigl(x^{t} + \alpha\,\mathrm{sign}\,\nabla_x L(x^{t}, y) - x\bigr)\Bigr)
 
     with L the mean cross-entropy over the batch.
 
@@ -136,7 +139,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, st
     Shape:
         - x: (N, ...) — images (N, C, H, W) or features (N, F); output: same as x.
 
-    Example::
+    Example:
         >>> x_adv = pgd(model, images, labels, eps=8/255, alpha=2/255, steps=10)   # doctest: +SKIP
 
     Same output as ``torchattacks.PGD(model, eps, alpha, steps, random_start)(images, labels)``

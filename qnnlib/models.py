@@ -1,4 +1,4 @@
-"""The book's three networks, each split as ``f = head ∘ features`` (SPEC §4–5).
+"""The book's three networks, each split as ``f = head ∘ features`` (Chapters 6–8).
 
 * :class:`MnistCNN3` — MNIST, three convolutional layers and a linear head (the paper's
   "three-layer CNN"); small enough that one 60,000-image epoch takes seconds on a laptop CPU.

@@ -5,11 +5,11 @@ Units have ħ = 1, so momentum is the wave number and the momentum operator is
 
 .. math::
 
-    \\langle x\\rangle = \\int x|\\psi|^2dx,\\quad
-    \\Delta x^2 = \\int (x-\\langle x\\rangle)^2|\\psi|^2dx,\\quad
-    \\langle p\\rangle = \\int \\bar\\psi\\,(-i\\psi')\\,dx,\\quad
-    \\langle p^2\\rangle = \\int |\\psi'|^2dx,\\quad
-    \\Delta p^2 = \\langle p^2\\rangle-\\langle p\\rangle^2 .
+    \\langle x\\rangle &= \\int x|\\psi|^2dx, \\\\
+    \\Delta x^2 &= \\int (x-\\langle x\\rangle)^2|\\psi|^2dx, \\\\
+    \\langle p\\rangle &= \\int \\bar\\psi\\,(-i\\psi')\\,dx, \\\\
+    \\langle p^2\\rangle &= \\int |\\psi'|^2dx, \\\\
+    \\Delta p^2 &= \\langle p^2\\rangle-\\langle p\\rangle^2 .
 
 The first-derivative form of ⟨p²⟩ equals ⟨ψ|p̂²|ψ⟩ whenever ψ vanishes at the ends of the grid
 (integration by parts); Chapter 4 shows what changes when it does not. Integrals use the

@@ -1,4 +1,4 @@
-"""The training loop and the two accuracies the book reports (SPEC §4).
+"""The training loop and the two accuracies the book reports (Chapters 2 and 6–8).
 
 :func:`train` is plain mini-batch Adam on the mean cross-entropy (no label smoothing, no
 augmentation), with its own ``torch.Generator`` for shuffling so that, given the same
@@ -89,7 +89,7 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
     model : nn.Module returning logits (N, K); left in train mode at the end
     data : Dataset or (x, y) with x (N, ...) and y int64 (N,), kept in memory
     epochs : number of passes over the data (≥ 1)
-    batch_size : mini-batch size (default 128, SPEC §4); the last, smaller batch is kept
+    batch_size : mini-batch size (default 128, as in the book's experiments); the last, smaller batch is kept
     lr : Adam learning rate (default 1e-3)
     seed : seeds the shuffling generator (the model's initial weights are the caller's)
     device : where to train; batches are moved there one at a time
