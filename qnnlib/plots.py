@@ -4,8 +4,8 @@ Each function takes numbers (tensors or arrays), draws on a given or new matplot
 and returns the figure or axes; none of them computes physics or trains anything. The
 chapters call these so that every figure of the book has one definition.
 
-The book's style (:data:`STYLE`, set when this module is imported and around every plot
-function): figures at most :data:`COLUMN_WIDTH` = 6.8 in wide, the width of the book's text
+The book's style (``STYLE``, set when this module is imported and around every plot
+function): figures at most ``COLUMN_WIDTH`` = 6.8 in wide, the width of the book's text
 column, so that they are shown at their own size; text of at least 9 pt; PNGs at twice the
 screen resolution (``retina``: the HTML and Colab show a 680-px-wide figure from a 1360-px
 image, crisp on high-density screens); no "+1" offsets on the axes. Chapters that lay out their
@@ -77,7 +77,7 @@ def use_book_style() -> None:
 
 
 def book_style():
-    """A context in which matplotlib uses :data:`STYLE` (``with plots.book_style(): ...``)."""
+    """A context in which matplotlib uses ``STYLE`` (``with plots.book_style(): ...``)."""
     return plt.rc_context(STYLE)
 
 
