@@ -109,3 +109,29 @@ def test_data_check_names_both_datasets_when_they_differ():
     same, sentence = experiments.data_check(run, _Data(other))
     assert not same and recorded_as in sentence and other in sentence and "skipped" in sentence
     assert sentence.count(". ") == 0 and "\n" not in sentence  # one sentence
+
+
+def _with_epochs(run, spaces):
+    """A copy of ``run`` whose epochs carry the given per-space records (one dict per epoch)."""
+    record = dict(run.record, epochs=[{"epoch": i + 1, "pixel": s} for i, s in enumerate(spaces)])
+    return rec.RecordedRun(record, {}, run.path)
+
+
+def test_reliable_epochs_schema_1_flags_exactly_the_epochs_below_ess_min():
+    from qnnlib.uncertainty.diagnostics import ESS_MIN
+
+    run = experiments.recorded("mnist-cnn3")
+    ess = run.series("ess", "pixel")
+    assert list(experiments.reliable_epochs(run, "pixel")) == [e >= ESS_MIN for e in ess]
+    assert (~experiments.reliable_epochs(run, "pixel")).sum() >= 1  # the recorded run has a collapsed epoch
+    made = _with_epochs(run, [{"ess": ESS_MIN - 1e-9}, {"ess": ESS_MIN}, {"ess": 1e6}])
+    assert list(experiments.reliable_epochs(made, "pixel")) == [False, True, True]
+
+
+def test_reliable_epochs_schema_2_uses_the_recorded_verdict_not_the_ess():
+    run = experiments.recorded("mnist-cnn3")
+    # A large ESS with a heavy tail (k̂ > 0.7) is unreliable; the record's verdict decides.
+    made = _with_epochs(run, [{"ess": 1e6, "reliable": False}, {"ess": 5.0, "reliable": True}])
+    assert list(experiments.reliable_epochs(made, "pixel")) == [False, True]
+    with pytest.raises(ValueError, match="space"):
+        experiments.reliable_epochs(run, "pixels")

@@ -28,7 +28,7 @@ from .runner import _datasets, _device, export_weights, redo_final, run
 from .recorded import (
     RECORDED_MINUTES, RECORDED_SUFFIXES, RESULTS_URL_ENV, TRAINING_MARKER, RecordedRun, RecordedRunUnavailable,
     _recorded, _recorded_path, book_runs, book_runs_note, data_check, final_model, how_to_compute, in_checkout,
-    load_or_run, load_snapshots, recorded, show, weights_path,
+    load_or_run, load_snapshots, recorded, reliable_epochs, show, weights_path,
 )
 
 __all__ = [
@@ -37,5 +37,5 @@ __all__ = [
     "final_evaluation", "label_summary", "logit_scale", "measure_epoch", "redo_final", "run", "space_summary", "strong_robust_accuracy",
     "RECORDED_SUFFIXES", "RESULTS_URL_ENV", "RecordedRun", "book_runs", "book_runs_note", "final_model",
     "load_or_run", "load_snapshots", "recorded", "show", "weights_path", "RECORDED_MINUTES", "TRAINING_MARKER",
-    "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout",
+    "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout", "reliable_epochs",
 ]

@@ -317,3 +317,21 @@ def show(path) -> str:
             f"{e['robust_acc_feature']:6.4f}  {space(e['pixel'])} {space(e['feature'])} {e['seconds']['total']:6.1f}"
         )
     return "\n".join(lines)
+
+
+def reliable_epochs(run: RecordedRun, space: str) -> np.ndarray:
+    """Per epoch, whether the recorded Δx/Δp estimate in ``space`` can be trusted (Chapters 5–8).
+
+    Schema-2 records store the verdict of the estimator's diagnostics as ``reliable`` (both
+    effective sample sizes ≥ ``ESS_MIN`` and both Pareto k̂ ≤ ``KHAT_MAX``). Schema-1 records
+    (made before those diagnostics existed) hold only ``ess``, the effective sample size of the
+    weights w = l² (for a class mean, the mean over the classes): an epoch is unreliable there
+    when ``ess < ESS_MIN`` (100). Returns a boolean array, one entry per recorded epoch; figures
+    mark the False ones, and the prose says how many there are.
+    """
+    from ..uncertainty.diagnostics import ESS_MIN
+
+    if space not in ("pixel", "feature"):
+        raise ValueError(f"space must be 'pixel' or 'feature', got {space!r}")
+    epochs = [e[space] for e in run.record["epochs"]]
+    return np.array([bool(e["reliable"]) if "reliable" in e else e["ess"] >= ESS_MIN for e in epochs], dtype=bool)
