@@ -605,19 +605,23 @@ def _knn_regions(ax, embedding, labels, *, k=15, resolution=200, n_classes=10):
 
 
 @styled
-def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=None, k=15):
+def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=None, k=15, regions=None,
+                           legend=True):
     """One t-SNE panel of Fig. 1: clean test features (dots) and their PGD versions (crosses).
 
     ``embedding`` is (2n, 2): the n clean points first, then the n attacked ones, embedded together.
-    The background is shaded by a k-NN vote of the clean points' true labels. With ``highlight=c``
-    only class c's points are drawn (clean and attacked), the rest of the data shading the plane.
+    The background is shaded by a k-NN vote of the clean points' ``regions`` labels: pass the
+    network's predictions on the clean points to shade the network's class regions (Chapter 6);
+    by default the true ``labels``. Points are coloured by their true labels. With
+    ``highlight=c`` only class c's points are drawn (clean and attacked), the rest of the data
+    shading the plane; ``legend=False`` leaves the legend to the caption (small panels).
     """
     embedding, labels = np.asarray(embedding), np.asarray(labels)
     n = len(labels)
     clean, attacked = embedding[:n], embedding[n:]
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0))
-    _knn_regions(ax, clean, labels, k=k)
+    _knn_regions(ax, clean, labels if regions is None else np.asarray(regions), k=k)
     colours = np.array(_class_colours(10))
     show = labels == highlight if highlight is not None else np.ones(n, bool)
     size = 10 if highlight is not None else 3
@@ -626,18 +630,28 @@ def plot_feature_embedding(embedding, labels, *, highlight=None, ax=None, title=
                label="PGD-attacked")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(loc="lower right", markerscale=2, framealpha=0.8)
+    if legend:
+        ax.legend(loc="lower right", markerscale=2, framealpha=0.8)
     ax.set_title(title or ("all classes" if highlight is None else f"class {highlight}"))
     return ax
 
 
 @styled
-def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accuracy"):
-    """Per-epoch curves (Fig. 2 a, c, e, g analogues): ``curves = {label: values}``."""
+def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accuracy", reliable=None):
+    """Per-epoch curves (Fig. 2 a, c, e, g analogues): ``curves = {label: values}``.
+
+    ``reliable`` (optional) ``{label: bool per epoch}``: the False epochs of those curves are drawn
+    with hollow markers (estimates that failed the diagnostics, ``experiments.reliable_epochs``).
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.6))
+    epochs = np.asarray(epochs)
     for (label, values), marker in zip(curves.items(), "osd^v<>"):
-        ax.plot(epochs, values, marker=marker, markersize=3, label=label)
+        ok = np.ones(len(epochs), bool) if label not in (reliable or {}) else np.asarray(reliable[label], bool)
+        line, = ax.plot(epochs, values, marker=marker, markersize=3, label=label, markevery=list(np.flatnonzero(ok)))
+        if not ok.all():
+            ax.plot(epochs[~ok], np.asarray(values)[~ok], linestyle="none", marker=marker, markersize=6,
+                    markerfacecolor="none", markeredgecolor=line.get_color())
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -648,14 +662,27 @@ def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accurac
 
 
 @styled
-def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, form="paper", colorbar=True):
+def plot_dx_dp_epochs(dx, dp, dx_err, dp_err, epochs, *, ax=None, title=None, form="paper", colorbar=True,
+                      reliable=None, marker="o", label=None):
     """Δp against Δx, one point per epoch coloured by the epoch, with ±1 standard-error bars
-    (Fig. 2 b, d, f, h analogues). ``form`` names the aggregate ("paper": √Σ, "rss": √Σ²)."""
+    (Fig. 2 b, d, f, h analogues). ``form`` names the aggregate ("paper": √Σ, "rss": √Σ²).
+
+    ``reliable`` (bool per epoch, e.g. ``experiments.reliable_epochs``): the False epochs are
+    drawn as hollow markers, so that an estimate whose weights failed the diagnostics is seen as
+    such. Call once per run on the same axes (``colorbar=False`` after the first, a ``marker``
+    and ``label`` per run) to draw several runs.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.0))
     dx, dp, epochs = np.asarray(dx), np.asarray(dp), np.asarray(epochs)
+    ok = np.ones(len(dx), bool) if reliable is None else np.asarray(reliable, bool)
     ax.errorbar(dx, dp, xerr=dx_err, yerr=dp_err, fmt="none", ecolor="0.6", elinewidth=0.8, zorder=1)
-    points = ax.scatter(dx, dp, c=epochs, cmap="viridis", s=18, zorder=2)
+    norm = plt.Normalize(epochs.min(), epochs.max())
+    points = ax.scatter(dx[ok], dp[ok], c=epochs[ok], cmap="viridis", norm=norm, s=18, marker=marker, zorder=2,
+                        label=label)
+    if not ok.all():
+        ax.scatter(dx[~ok], dp[~ok], facecolors="none", edgecolors=plt.get_cmap("viridis")(norm(epochs[~ok])),
+                   s=30, marker=marker, linewidths=1.2, zorder=3, label="unreliable estimate (hollow)")
     ax.plot(dx, dp, color="0.75", linewidth=0.6, zorder=0)
     if colorbar:
         ax.figure.colorbar(points, ax=ax, label="epoch")
@@ -706,3 +733,27 @@ def plot_epoch_diagnostics(epochs, spaces, *, axes=None, keys=None):
     for ax in axes[-1:] if stacked else axes:  # stacked panels share the epoch axis
         ax.set_xlabel("epoch")
     return axes
+
+
+@styled
+def plot_face_vs_volume(face, *, ax=None, title=None):
+    """B_i from the faces of the box against B_i from the volume form, one pair per coordinate,
+    each with ±1 standard-error bars (Chapters 6 and 7). ``face`` is a
+    :class:`~qnnlib.uncertainty.boundary.FaceBoundary`; the coordinates are drawn in the order of
+    their volume-form B_i, so that agreement reads as the face points scattering around them."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.2))
+    order = np.argsort(np.asarray(face.volume_boundary))
+    rank = np.arange(len(order))
+    ax.errorbar(rank, np.asarray(face.boundary)[order], yerr=np.asarray(face.boundary_stderr)[order], fmt="o",
+                markersize=4, capsize=2, label=f"face form ({face.n_face:,} points per face)")
+    ax.errorbar(rank, np.asarray(face.volume_boundary)[order], yerr=np.asarray(face.volume_boundary_stderr)[order],
+                fmt="s", markersize=3, color="k", label="volume form")
+    ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
+    ax.set_xlabel("coordinate, sorted by its volume-form $B_i$")
+    ax.set_ylabel("boundary term $B_i$")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -261,6 +263,9 @@ _SPACES = {s: {"frac_below_half": [0.0, 0.0, 0.0], "mean_boundary": [1.00001, 1.
                "min_product": [0.6, 0.7, 0.8]} for s in ("pixel", "feature")}
 
 # One call per public plot function, each drawing its default (own) figure; returns the figure.
+_FACE = SimpleNamespace(boundary=np.array([1.2, 0.8, 1.0]), boundary_stderr=np.array([0.1, 0.1, 0.1]),
+                        volume_boundary=np.array([1.01, 0.99, 1.0]), volume_boundary_stderr=np.zeros(3), n_face=64)
+
 DRAW = {
     "plot_packet": lambda: plots.plot_packet(_X, _PSI, _P, _PHI, quantum.spreads(_X, _PSI)),
     "plot_products": lambda: plots.plot_products(list(quantum.PACKETS), [0.5, 0.52, 0.55, 0.6, 1.2][: len(quantum.PACKETS)]).figure,
@@ -292,6 +297,7 @@ DRAW = {
     "plot_dx_dp_epochs": lambda: plots.plot_dx_dp_epochs([27.00012, 27.00015, 27.00019], [2.0, 1.9, 1.8], [1e-5] * 3,
                                                          [0.02] * 3, [1, 2, 3]).figure,
     "plot_epoch_diagnostics": lambda: plots.plot_epoch_diagnostics([1, 2, 3], _SPACES)[0].figure,
+    "plot_face_vs_volume": lambda: plots.plot_face_vs_volume(_FACE).figure,
 }
 
 
@@ -410,3 +416,35 @@ def test_panel_selections_draw_fewer_panels_and_refuse_unknown_ones():
     assert len(diag) == 1 and diag[0].get_yscale() == "log" and diag[0].get_xlabel() == "epoch"
     with pytest.raises(ValueError, match="keys"):
         plots.plot_epoch_diagnostics([1, 2, 3], _SPACES, keys=["ess"])
+
+
+def test_plot_dx_dp_epochs_draws_unreliable_epochs_hollow():
+    dx, dp = [1.0, 1.1, 1.2], [2.0, 1.9, 1.8]
+    ax = plots.plot_dx_dp_epochs(dx, dp, None, None, [1, 2, 3], reliable=[True, False, True])
+    filled, hollow = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_array_equal(filled.get_offsets(), [[1.0, 2.0], [1.2, 1.8]])
+    np.testing.assert_array_equal(hollow.get_offsets(), [[1.1, 1.9]])
+    assert hollow.get_facecolors().size == 0  # hollow: no face colour
+
+
+def test_plot_training_curves_marks_unreliable_epochs_hollow():
+    ax = plots.plot_training_curves([1, 2, 3], {"Δp": [1.0, 5.0, 2.0], "acc": [0.1, 0.2, 0.3]},
+                                    reliable={"Δp": [True, False, True]})
+    lines = ax.get_lines()
+    assert len(lines) == 3  # two curves and one set of hollow markers
+    hollow = [line for line in lines if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [2] and list(hollow[0].get_ydata()) == [5.0]
+
+
+def test_plot_feature_embedding_shades_by_the_given_regions():
+    rng = np.random.default_rng(0)
+    emb = np.r_[rng.normal(size=(20, 2)), rng.normal(size=(20, 2))]
+    ax = plots.plot_feature_embedding(emb, np.zeros(20, int), regions=np.full(20, 3))
+    assert np.all(ax.get_images()[0].get_array() == 3)  # the regions, not the labels
+
+
+def test_plot_face_vs_volume_one_point_per_coordinate_sorted_by_volume_form():
+    ax = plots.plot_face_vs_volume(_FACE)
+    face_line, volume_line = [line for line in ax.get_lines() if line.get_marker() in ("o", "s")]
+    assert list(volume_line.get_ydata()) == [0.99, 1.0, 1.01]
+    assert list(face_line.get_ydata()) == [0.8, 1.0, 1.2]  # each face value stays with its coordinate
