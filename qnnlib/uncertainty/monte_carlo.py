@@ -30,7 +30,7 @@ from .wave_function import (
     neural_amplitude,
 )
 
-SAMPLERS = ("uniform", "sobol")
+SAMPLERS = ("uniform", "sobol", "antithetic", "lhs")
 SOBOL_MAX_DIM = torch.quasirandom.SobolEngine.MAXDIM  # 21,201
 
 
@@ -46,6 +46,16 @@ def default_batch_size(m: int, device=None) -> int:
     if device is not None and torch.device(device).type != "cpu":
         return 4096
     return int(min(4096, max(64, 2 ** round(math.log2(2**18 / max(m, 1))))))
+
+
+def _stratified(sampler: str, c: int, m: int, generator, dtype) -> torch.Tensor:
+    """``c`` points of [0, 1]^m, each uniform, for one group: antithetic pairs or a Latin hypercube."""
+    if sampler == "antithetic":
+        v = torch.rand((c + 1) // 2, m, generator=generator, dtype=dtype)
+        return torch.cat([v, 1 - v])[:c]
+    # Latin hypercube: coordinate d of the c points takes one point in each bin [k/c, (k+1)/c).
+    bins = torch.rand(c, m, generator=generator).argsort(dim=0).to(dtype)
+    return (bins + torch.rand(c, m, generator=generator, dtype=dtype)) / c
 
 
 def moments(
@@ -82,8 +92,12 @@ def moments(
     low, high
         the box [low, high] in every coordinate (low < high)
     sampler
-        ``"uniform"`` (pseudo-random) or ``"sobol"`` (Owen-scrambled Sobol points,
-        ``torch.quasirandom.SobolEngine``, M ≤ 21,201)
+        ``"uniform"`` (pseudo-random), ``"sobol"`` (Owen-scrambled Sobol points,
+        ``torch.quasirandom.SobolEngine``, M ≤ 21,201), ``"antithetic"`` (pairs U, 1 − U) or
+        ``"lhs"`` (Latin hypercube: each coordinate stratified into as many equal bins as a
+        group has points in the batch, one point per bin). In all four every point is uniform on
+        Ω and the groups are independent, so the sums stay unbiased for ψ's integrals and the
+        jackknife error bars stay honest; pairs and strata never straddle two groups.
     batch_size
         points per forward/backward pass; memory is O(batch_size · M) for any N. Default
         (None): :func:`default_batch_size` — about 2¹⁸ input values per batch on a CPU, 4,096
@@ -141,8 +155,10 @@ def moments(
         with _one_thread():
             if sampler == "uniform":
                 u = torch.rand(b, m, generator=generator, dtype=dtype)
-            else:
+            elif sampler == "sobol":
                 u = torch.cat([engines[j].draw(int(c), dtype=dtype) for j, c in enumerate(counts) if c > 0])
+            else:
+                u = torch.cat([_stratified(sampler, int(c), m, generator, dtype) for c in counts if c > 0])
             x = u.mul_(high - low).add_(low).reshape(b, *shape)
             if x.ndim == 4:
                 # Image batches: oneDNN's CPU convolutions are faster channels-last; the values
