@@ -11,6 +11,7 @@ check                           exercises
 :func:`check_spreads`           ``ex-01-gaussian``, ``ex-01-tent``, ``ex-01-moving`` (Chapter 1)
 :func:`check_fgsm`              Chapter 2's ``my_fgsm``; any FGSM of your own
 :func:`check_targeted_attack`   ``ex-02-targeted`` (Chapter 2)
+:func:`check_random_sign_attack` ``ex-02-random`` (Chapter 2)
 :func:`check_attack_field`      ``ex-03-fgsm`` (Chapter 3)
 :func:`check_boundary_term`     ``ex-04-linear``, ``ex-04-equality`` (Chapter 4)
 :func:`check_flat_dx`           ``ex-06-flat`` (Chapter 6)
@@ -40,6 +41,7 @@ __all__ = [
     "check_spreads",
     "check_fgsm",
     "check_targeted_attack",
+    "check_random_sign_attack",
     "check_attack_field",
     "check_boundary_term",
     "check_flat_dx",
@@ -50,6 +52,7 @@ CHECKS = {
     "ex-01-gaussian": "check_spreads",
     "ex-01-tent": "check_spreads",
     "ex-01-moving": "check_spreads",
+    "ex-02-random": "check_random_sign_attack",
     "ex-02-targeted": "check_targeted_attack",
     "ex-03-fgsm": "check_attack_field",
     "ex-04-equality": "check_boundary_term",
@@ -298,6 +301,50 @@ def check_targeted_attack(fn, *, eps: float = 0.2, alpha: float = 0.02, steps: i
     exact = float((out - reference).abs().max()) <= 1e-6
     return (f"targeted attack correct: {100 * hit:.0f}% reach the target (reference {100 * hit_reference:.0f}%), "
             f"target loss {before:.3g} → {after:.3g}" + (", identical to the reference" if exact else ""))
+
+
+def check_random_sign_attack(fn, *, eps: float = 0.2, seed: int = 0) -> str:
+    """Check the random-sign attack of ``ex-02-random``: ``fn(model, x, y, eps=eps)``.
+
+    The attack is x + ε·s, clamped to [0, 1], with s_i = ±1 drawn at random, independently of the
+    network (Chapter 2). The check runs it on a tiny model and verifies that every pixel that can
+    move by ε does so, that the result stays in the pixel box, that the signs are balanced, and
+    that they do not follow the gradient (which would make it FGSM). It names the usual mistakes:
+    uniform noise instead of signs, a missing clamp, one sign for every pixel, the gradient's sign.
+    """
+    model, x, y = _tiny_problem(seed, n=64)
+    original = x.clone()
+    out = _call(fn, model, x, y, eps=eps)
+    if not torch.equal(x, original):
+        raise ExerciseError("your function changed its input x in place; attack a copy (x.clone())")
+    if out.shape != x.shape:
+        raise ExerciseError(f"x_adv has shape {tuple(out.shape)}, but it must have the shape of x, {tuple(x.shape)}")
+    out = out.to(x.dtype)
+    if float(out.min()) < -1e-6 or float(out.max()) > 1 + 1e-6:
+        raise ExerciseError(f"x_adv leaves the pixel box: values in [{float(out.min()):.3g}, {float(out.max()):.3g}]; "
+                            "clamp the result to [0, 1]")
+    step = out - x
+    if float(step.abs().max()) > eps + 1e-6:
+        raise ExerciseError(f"a pixel moved by {float(step.abs().max()):.3g} > ε = {eps:g}: the step is ε·s with s_i = ±1")
+    free = (x >= eps) & (x <= 1 - eps)   # pixels that can move by ε either way without clamping
+    sizes = step.abs()[free]
+    if float(sizes.min()) < eps - 1e-6:
+        share = float((sizes < eps - 1e-6).double().mean())
+        raise ExerciseError(
+            f"{100 * share:.0f}% of the pixels that could move by ε moved less: the attack adds ε·s with every "
+            "s_i = +1 or −1 (torch.randint(0, 2, ...) * 2 − 1), not uniform noise in [−ε, ε]")
+    signs = step.sign()[free]
+    plus = float((signs > 0).double().mean())
+    if not 0.35 <= plus <= 0.65:
+        raise ExerciseError(f"{100 * plus:.0f}% of the signs are +1: draw each s_i = ±1 with probability ½, "
+                            "independently")
+    g = attacks.input_gradient(model, x, y).sign()[free]
+    agree = float((signs == g).double().mean())
+    if agree > 0.65:
+        raise ExerciseError(f"{100 * agree:.0f}% of the signs agree with the gradient's: that is FGSM. The random "
+                            "attack draws its signs without looking at the network")
+    return (f"random-sign attack correct: every free pixel moved by ±ε = {eps:g}, {100 * plus:.0f}% of the signs "
+            f"are +1, and {100 * agree:.0f}% agree with the gradient's sign (about 50% for random signs)")
 
 
 # ---------------------------------------------------------------------------------------------

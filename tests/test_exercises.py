@@ -21,6 +21,7 @@ from qnnlib.exercises import (
     check_boundary_term,
     check_flat_dx,
     check_fgsm,
+    check_random_sign_attack,
     check_spreads,
     check_targeted_attack,
 )
@@ -144,6 +145,42 @@ def test_fgsm_errors_and_wrong_returns_are_reported():
         check_fgsm(lambda model, x, y, eps: None)
     with pytest.raises(ExerciseError, match="must have the shape of x"):
         check_fgsm(lambda model, x, y, eps: x.flatten(1))
+
+
+def _random_sign(kind="signs", clamp=True):
+    """The solution of ex-02-random, with one slip switched on by the arguments."""
+
+    def random_sign_attack(model, x, y, *, eps, generator=None):
+        generator = generator or torch.Generator().manual_seed(1)
+        if kind == "signs":
+            s = torch.randint(0, 2, x.shape, generator=generator) * 2.0 - 1
+        elif kind == "uniform":
+            s = torch.rand(x.shape, generator=generator) * 2 - 1
+        elif kind == "plus":
+            s = torch.ones_like(x)
+        else:   # the gradient's sign: FGSM
+            x_var = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_var), y), x_var)
+            s = grad.sign()
+        adv = x + eps * s
+        return adv.clamp(0, 1) if clamp else adv
+
+    return random_sign_attack
+
+
+def test_random_sign_attack_solution_passes():
+    assert "random-sign attack correct" in check_random_sign_attack(_random_sign())
+
+
+@pytest.mark.parametrize("slip, message", [
+    (dict(kind="uniform"), r"moved less: .* not uniform noise"),
+    (dict(clamp=False), r"leaves the pixel box"),
+    (dict(kind="plus"), r"100% of the signs are \+1"),
+    (dict(kind="gradient"), r"agree with the gradient's: that is FGSM"),
+])
+def test_random_sign_attack_typical_slips_get_their_own_message(slip, message):
+    with pytest.raises(ExerciseError, match=message):
+        check_random_sign_attack(_random_sign(**slip))
 
 
 def _targeted(sign=-1.0, project=True):

@@ -63,6 +63,8 @@ def test_plot_packet_draws_on_given_axes_with_given_labels():
 def test_plot_products_draws_one_bar_per_shape_and_the_bound():
     names, products = ["a", "b", "c"], [0.5, 0.52, 0.7]
     ax = plots.plot_products(names, products, bound=0.5)
+    assert ax.get_xlabel() == r"$\Delta x\cdot\Delta p$"
+    assert plots.plot_products(names, products, xlabel="Δt·Δν").get_xlabel() == "Δt·Δν"
     assert [bar.get_width() for bar in ax.patches] == products
     assert [t.get_text() for t in ax.get_yticklabels()] == names
     (bound,) = ax.get_lines()
