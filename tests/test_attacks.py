@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from qnnlib.attacks import fgsm, input_gradient, pgd
+from qnnlib.attacks import fgsm, input_gradient, minimal_eps, pgd
 from qnnlib.train import accuracy, robust_accuracy, train
 
 
@@ -362,3 +362,96 @@ def test_robust_accuracy_does_not_increase_with_eps(trained_mlp):
     assert accs[0] > 0.95, accs
     assert all(later <= earlier for earlier, later in zip(accs, accs[1:])), accs
     assert accs[-1] < 0.5, accs
+
+
+# --- minimal adversarial ε by bisection over PGD (SPEC §8, Chapter 10) ---
+
+def _linear(weight, bias):
+    model = nn.Linear(weight.shape[1], weight.shape[0]).double()
+    with torch.no_grad():
+        model.weight.copy_(weight)
+        model.bias.copy_(bias)
+    return model
+
+
+def _closed_form(weight, bias, x, y):
+    """min_j (z_y − z_j) / ‖w_y − w_j‖₁: the exact minimal L∞ distance of a linear classifier when the box does not bind."""
+    z = x @ weight.T + bias
+    out = []
+    for n in range(x.shape[0]):
+        others = [j for j in range(weight.shape[0]) if j != int(y[n])]
+        out.append(min(float(z[n, y[n]] - z[n, j]) / float((weight[y[n]] - weight[j]).abs().sum()) for j in others))
+    return np.array(out)
+
+
+def _linear_problem(classes, seed=0, n=16, dim=20):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(classes, dim, generator=g, dtype=torch.float64)
+    x = 0.4 + 0.2 * torch.rand(n, dim, generator=g, dtype=torch.float64)
+    bias = -(x.mean(0) @ weight.T)  # decision boundaries pass near the data
+    y = (x @ weight.T + bias).argmax(1)
+    return _linear(weight, bias), weight, bias, x, y
+
+
+def test_minimal_eps_of_a_binary_linear_classifier_is_its_closed_form(one_thread):
+    model, weight, bias, x, y = _linear_problem(2)
+    exact = _closed_form(weight, bias, x, y)
+    assert exact.max() < 0.3  # x ± ε* stays inside [0.1, 0.9]: the pixel box does not bind
+    tol = 1e-3
+    result = minimal_eps(model, x, y, eps_max=0.5, tol=tol, generator=torch.Generator().manual_seed(0))
+    assert not result["clean_wrong"].any() and not result["unbroken"].any()
+    # never below the truth (every ε is witnessed), and within the tolerance above it
+    assert np.all(result["eps"] >= exact - 1e-9)
+    assert np.all(result["eps"] <= exact + tol)
+    assert np.all(result["lower"] <= result["eps"]) and np.all(result["eps"] - result["lower"] <= tol + 1e-12)
+
+
+def test_minimal_eps_of_a_multiclass_linear_classifier_is_its_closed_form(one_thread):
+    """With a targeted run per rival class the bisection finds min_j over the classes' boundaries."""
+    model, weight, bias, x, y = _linear_problem(4, seed=1)
+    exact = _closed_form(weight, bias, x, y)
+    assert exact.max() < 0.3
+    tol = 1e-4
+    result = minimal_eps(model, x, y, eps_max=0.5, tol=tol, generator=torch.Generator().manual_seed(0))
+    assert np.all(result["eps"] >= exact - 1e-9)  # a lower ε would be a false witness
+    assert np.all(result["eps"] <= exact + tol)
+    # untargeted CE-PGD alone mixes the rivals' directions and overestimates (the reason for `targets`)
+    ce_only = minimal_eps(model, x, y, eps_max=0.5, tol=tol, restarts=2, targets=0,
+                          generator=torch.Generator().manual_seed(0))
+    assert np.all(ce_only["eps"] >= exact - 1e-9) and np.max(ce_only["eps"] / exact) > 1.2
+
+
+def test_fab_agrees_with_the_closed_form_and_the_bisection_on_a_linear_classifier(one_thread):
+    """torchattacks' FAB (Croce & Hein, 2020), an independent minimal-perturbation attack."""
+    model, weight, bias, x, y = _linear_problem(2, seed=2, n=8)
+    exact = _closed_form(weight, bias, x, y)
+    model = model.float()
+    adv = torchattacks.FAB(model, norm="Linf", eps=0.5, steps=20, n_restarts=1, n_classes=2)(x.float(), y)
+    fab = (adv.double() - x).flatten(1).abs().amax(1).numpy()
+    ours = minimal_eps(model, x.float(), y, eps_max=0.5, tol=1e-3, generator=torch.Generator().manual_seed(0))["eps"]
+    assert np.allclose(fab, exact, rtol=0.02, atol=1e-3)
+    assert np.allclose(ours, fab, rtol=0.02, atol=2e-3)
+
+
+def test_minimal_eps_is_zero_when_misclassified_and_inf_when_unbroken(one_thread):
+    model, weight, bias, x, y = _linear_problem(2, seed=3, n=6)
+    flipped = y.clone()
+    flipped[0] = 1 - flipped[0]
+    result = minimal_eps(model, x, flipped, eps_max=1e-3, tol=1e-4, generator=torch.Generator().manual_seed(0))
+    assert result["clean_wrong"][0] and result["eps"][0] == 0.0
+    exact = _closed_form(weight, bias, x, y)
+    robust = exact > 1e-3
+    assert np.all(np.isinf(result["eps"][1:][robust[1:]])) and np.all(result["unbroken"][1:][robust[1:]])
+    assert np.all(result["lower"][1:][robust[1:]] == 1e-3)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(eps_max=0.0), ValueError, "eps_max"), (dict(eps_max=1.5), ValueError, "eps_max"),
+    (dict(tol=0.0), ValueError, "tol"), (dict(steps=0), ValueError, "steps"),
+    (dict(restarts=-1), ValueError, "restarts"), (dict(restarts=0, targets=0), ValueError, "restarts"),
+    (dict(targets=-1), ValueError, "targets"), (dict(steps=2.0), TypeError, "steps"),
+])
+def test_minimal_eps_refuses_bad_settings(kw, error, match):
+    model, _, _, x, y = _linear_problem(2, n=2)
+    with pytest.raises(error, match=match):
+        minimal_eps(model, x, y, **kw)
