@@ -146,7 +146,9 @@ colab: $(STAMP)
 # test's fast one in CI; built here in fast mode if there is none) run chapter by chapter in a
 # Colab-like environment (.venv-colab: Colab's packages, no myst-nb/Sphinx/torchattacks), qnnlib
 # installed by each chapter's own install cell from this clone, the recorded runs served from a
-# loopback port; then again after a simulated restart. It prints chapter × status × seconds.
+# loopback port; then again after a simulated restart (Chapter 8 then on official-layout CIFAR-10
+# whose images differ from the recorded runs'); the assignments' student notebooks once, with
+# otter-grader from the package index. It prints notebook × status × seconds.
 # First the edition tests that need an executed build (they skip in make unit, which runs before it).
 COLAB_CHECK := _build/colab-check
 colab-check: $(STAMP)
@@ -154,8 +156,9 @@ colab-check: $(STAMP)
 	rm -rf $(COLAB_CHECK)
 	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB_CHECK) \
 		--mode $$([ $(BOOK_DONE) -nt _build/html/index.html ] && echo full || echo fast)
+	$(BIN)/python tools/assignments.py build $(COLAB_CHECK)/assignments
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_colab_edition.py
-	$(BIN)/python tools/colab_check.py --notebooks $(COLAB_CHECK)/book
+	$(BIN)/python tools/colab_check.py --notebooks $(COLAB_CHECK)/book --students $(COLAB_CHECK)/assignments/student
 
 clean:
 	rm -rf _build

@@ -76,3 +76,42 @@ def test_the_training_marker_is_the_line_qnnlib_prints_when_it_trains():
     from qnnlib import experiments
 
     assert colab_check.TRAINING_MARKER == experiments.TRAINING_MARKER
+
+
+def test_plan_runs_chapter_8_restart_on_other_data_and_students_once_longest_first(tmp_path):
+    chapters = [tmp_path / f"{n}.ipynb" for n in ("01_a", "06_mnist", "08_pixels")]
+    students = [tmp_path / "student" / "01_a.ipynb"]
+    runs = colab_check.plan(chapters, students, restart=True, other_data=True)
+    assert list(runs) == [chapters[2], chapters[1], chapters[0], students[0]]
+    kernels = {path.name: [(phase, kernel) for _, phase, kernel, _ in todo] for path, todo in runs.items() if path in chapters}
+    assert kernels["08_pixels.ipynb"] == [("first run", "colab-fast"), ("restart", "colab-fast-official")]
+    assert kernels["06_mnist.ipynb"] == [("first run", "colab-fast"), ("first run", "colab-full"),
+                                         ("restart", "colab-fast"), ("restart", "colab-full")]
+    assert [(phase, expect) for _, phase, _, expect in runs[students[0]]] == [("first run", colab_check.student_problems)]
+    same = colab_check.plan(chapters, [], restart=True, other_data=False)
+    assert [kernel for _, _, kernel, _ in same[chapters[2]]] == ["colab-fast", "colab-fast"]
+
+
+def test_chapter_8_on_other_data_must_say_so():
+    expect = colab_check._says(colab_check.OTHER_DATA["08_"])
+    silent = _executed(("code", "x", ["done\n"]))
+    assert "does not say which data" in expect(silent)[0]
+    from qnnlib import experiments
+
+    run = type("Run", (), {"record": {"provenance": {"dataset": {"identity": "CIFAR-10 (JPEG copy)"}},
+                                      "experiment": "cifar-cnn4"}})()
+    _, sentence = experiments.data_check(run, type("D", (), {"identity": "CIFAR-10 (official)"})())
+    assert expect(_executed(("code", "x", [sentence]))) == []
+
+
+CHECK_OUT = "ex_01_tent results:\n    ex_01_tent - 1 result:\n        ❌ Test case failed\n{}\n"
+
+
+def test_student_checks_must_report_the_stub_as_not_done():
+    stub = CHECK_OUT.format("NotImplementedError: Exercise ex-01-tent: write tent_spreads(a)")
+    assert colab_check.student_problems(_executed(("code", 'grader.check("ex_01_tent")', [stub]))) == []
+    passed = "ex_01_tent results: All test cases passed!\n"
+    assert "not done" in colab_check.student_problems(_executed(("code", 'grader.check("ex_01_tent")', [passed])))[0]
+    other = CHECK_OUT.format("NameError: name 'np' is not defined")   # failed, but not because of the stub
+    assert "not done" in colab_check.student_problems(_executed(("code", 'grader.check("ex_01_tent")', [other])))[0]
+    assert colab_check.student_problems(_executed(("code", "x = 1", []))) == ["no grader.check(...) cell"]

@@ -2,33 +2,38 @@
 
 The reader's machine, simulated offline:
 
-- a Colab-like virtual environment ``.venv-colab/``: the torch/torchvision pair of the pinned
-  environment and what Colab preinstalls (numpy, scipy, matplotlib, pandas, scikit-learn,
-  ipywidgets 7.7, tqdm, requests, ipykernel), *without* myst-nb, Sphinx, nbval or torchattacks
-  (checked). It is built once and reused while ``requirements.txt`` and this list are unchanged;
-  torch and its CUDA libraries are hard-linked from ``.venv`` (the same pinned files) instead
-  of being unpacked again (5.5 GB);
-- per chapter, a fresh environment layered on it (a bare venv whose ``.pth`` file adds
-  ``.venv-colab``'s packages), so that each chapter's own install cell installs qnnlib, as in a
-  new Colab VM: ``%pip install "qnnlib @ git+URL@REF"`` with the repository URL replaced by this
-  checkout (``git+file://``) and the ref by a commit of it;
+- a Colab-like virtual environment ``.venv-colab/`` (Colab's preinstalled packages, no myst-nb,
+  Sphinx, nbval or torchattacks) and, per notebook, a fresh environment layered on it, in which
+  the notebook's own install cell installs qnnlib, as in a new Colab VM
+  (``tools/colab_env.py``): ``%pip install "qnnlib @ git+URL@REF"`` with the repository URL
+  replaced by this checkout (``git+file://``) and the ref by a commit of it;
 - the recorded runs served from ``book/results`` of that commit on a loopback port, in place of
   ``raw.githubusercontent.com`` (the install cell's ``QNNLIB_RESULTS_URL`` is rewritten to it);
-- the chapter copied into a temporary folder outside the repository, and ``PYTHONPATH`` unset.
+- the notebook copied into a temporary folder outside the repository, and ``PYTHONPATH`` unset.
 
 Every chapter runs top to bottom in fast mode (``QNNLIB_FAST=1``), Chapter 6 also in full mode;
 then all of them again in the same environments, qnnlib already installed, in a new kernel (the
-restart that the install asks for). A run passes when every code cell ran without error, no
-Markdown cell holds raw MyST (``{glue``, ``{cite``, ``{numref``, ``:::``), no output shows an
-object's address (``<... at 0x...>``) and no output has qnnlib's "training started" line
-(``qnnlib.experiments.TRAINING_MARKER``): nothing trains unasked.
+restart that the install asks for). In that restart pass Chapter 8 reads CIFAR-10 in the
+official layout, with images that differ from the JPEG copy the recorded runs used (written by
+``tools/official_layout.py``, which also tells torchvision their md5s in that kernel only): it
+must run to the end and say which data it used. With ``--students``, every assignment notebook
+(``tools/assignments.py build``) runs once in an environment of its own, its install cell
+installing otter-grader from the package index; each public check must report its stub as not
+done. A run passes when every code cell ran without error, no Markdown cell holds raw MyST
+(``{glue``, ``{cite``, ``{numref``, ``:::``), no output shows an object's address
+(``<... at 0x...>``) and no output has qnnlib's "training started" line
+(``qnnlib.experiments.TRAINING_MARKER``): nothing trains unasked. Afterwards ``.venv-colab``
+must still hold Colab's versions (what the notebooks installed stayed in their environments).
+
+Notebooks run in parallel (``--workers``, torch limited to one thread each), longest first, each
+notebook's runs one after the other in its environment.
 
 Usage::
 
-    .venv/bin/python tools/colab_check.py [--notebooks DIR] [--only 06 07] [--workers 2]
+    .venv/bin/python tools/colab_check.py [--notebooks DIR] [--students DIR] [--only 06 07] [--workers 2]
 
 ``--notebooks`` defaults to the Colab edition ``_build/colab/book`` (``make colab``). Prints one
-table, chapter × status × wall seconds per phase, and exits 1 if any run failed, 2 on bad input.
+table, notebook × status × wall seconds per pass, and exits 1 if any run failed, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -36,19 +41,15 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import functools
-import hashlib
 import http.server
-import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -59,17 +60,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from qnnlib import source  # noqa: E402  (the repository URL the install cells name)
 
-VENV = ROOT / ".venv-colab"
+sys.path.insert(0, str(ROOT / "tools"))
+import official_layout  # noqa: E402  (official-layout CIFAR-10 from the JPEG copy, for Chapter 8)
+from colab_env import (ABSENT, COLAB_PACKAGES, UNPINNED, VENV, _constraints, check_base,  # noqa: E402,F401
+                       chapter_env, ensure_venv)
+
 EDITION = ROOT / "_build" / "colab" / "book"
-# What Colab preinstalls that the chapters use, with Colab's ipywidgets 7.7 (the book pins 8).
-COLAB_PACKAGES = ["pip==24.1.2", "torch", "torchvision", "numpy", "scipy", "matplotlib", "pandas==2.2.3", "scikit-learn",
-                  "ipywidgets==7.7.1", "tqdm", "requests", "ipykernel", "pyyaml"]
-# Never in the Colab environment: a chapter that needs one of them fails the check.
-ABSENT = ["myst_nb", "sphinx", "nbval", "torchattacks", "jupyter_book"]
-# Pinned in requirements.txt for ipywidgets 8; Colab's ipywidgets 7.7 needs others (as do the
-# packages pinned in COLAB_PACKAGES).
-UNPINNED = ("widgetsnbextension", "jupyterlab_widgets")
 FULL_MODE_TOO = ("06_",)
+# The restart pass of these chapters reads CIFAR-10 in the official layout whose images differ
+# from the JPEG copy the recorded runs used (official_layout.py): the page must say so, in the
+# sentence of experiments.data_check, and run to the end.
+OTHER_DATA = {"08_": "was made on CIFAR-10 (JPEG copy), but the images here are CIFAR-10 (official)"}
+# Longest first (seconds per pass on the 2-core machine, measured): the pool stays busy to the end.
+SLOW_FIRST = ("08_", "02_", "06_", "07_", "05_", "03_")
 CELL_TIMEOUT = 1800  # seconds per cell, as the book build (_config.yml); training for hours fails
 RAW_MYST = re.compile(r"\{glue|\{cite|\{numref|^\s*:::", re.M)
 ADDRESS = re.compile(r"<[^<>\n]* at 0x[0-9a-fA-F]+>")
@@ -79,134 +82,6 @@ TRAINING_MARKER = "qnnlib: training"
 def fail(message: str) -> None:
     print(f"colab_check: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-# ---------------------------------------------------------------------------------------------
-# The Colab-like environment
-# ---------------------------------------------------------------------------------------------
-
-
-def _site_packages(prefix: Path) -> Path:
-    return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _constraints(folder: Path) -> Path:
-    """requirements.txt as pip constraints, less the packages whose Colab version differs."""
-    colab = {_norm(p.split("==")[0]) for p in COLAB_PACKAGES if "==" in p} | {_norm(u) for u in UNPINNED}
-    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-             if _norm(line.split("==")[0].strip()) not in colab]
-    path = folder / "colab-constraints.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` as hard links (same bytes, no space; a later delete touches only dst)."""
-    def link(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-    if src.is_dir():
-        shutil.copytree(src, dst, copy_function=link, symlinks=True, dirs_exist_ok=True)
-    else:
-        link(src, dst)
-
-
-def _closure(site: Path, roots: list[str], skip: set[str]) -> dict:
-    """Distributions of ``site`` that ``roots`` need (requirements without extras), by name."""
-    from packaging.requirements import Requirement
-
-    dists = {_norm(d.metadata["Name"]): d for d in metadata.distributions(path=[str(site)]) if d.metadata["Name"]}
-    found, todo = {}, [_norm(r) for r in roots]
-    while todo:
-        name = todo.pop()
-        if name in found or name in skip or name not in dists:
-            continue
-        found[name] = dists[name]
-        for text in dists[name].requires or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(_norm(requirement.name))
-    return found
-
-
-def _seed(target: Path) -> list[str]:
-    """Hard-link from the running (pinned) venv what Colab's packages need at the pinned versions.
-
-    torch, torchvision and their CUDA libraries (5.5 GB) and the rest of the closure of
-    ``COLAB_PACKAGES``, less the packages whose Colab version differs (pip installs those).
-    """
-    here = _site_packages(Path(sys.prefix))
-    colab = {_norm(p.split("==")[0]) for p in COLAB_PACKAGES if "==" in p} | {_norm(u) for u in UNPINNED}
-    roots = [p.split("==")[0] for p in COLAB_PACKAGES if "==" not in p]
-    linked = []
-    for name, dist in sorted(_closure(here, roots, colab | {_norm(a) for a in ABSENT}).items()):
-        tops = {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
-        for top in tops:
-            if (here / top).exists() and not (target / top).exists():
-                _link_tree(here / top, target / top)
-        linked.append(f"{dist.metadata['Name']}=={dist.version}")
-    return linked
-
-
-def _stamp_text() -> str:
-    digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + repr(COLAB_PACKAGES).encode()).hexdigest()
-    return f"{digest}\n"
-
-
-def ensure_venv(venv: Path = VENV) -> Path:
-    """Build ``.venv-colab`` unless it is there for these requirements; return its python."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".colab-installed"
-    if stamp.exists() and stamp.read_text() == _stamp_text() and python.exists():
-        return python
-    clock = time.perf_counter()
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    linked = _seed(_site_packages(venv))
-    print(f"colab venv: {len(linked)} pinned distributions hard-linked from {sys.prefix}", flush=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        pip = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(_constraints(Path(scratch))),
-                              *COLAB_PACKAGES], stderr=subprocess.PIPE, text=True)
-    if pip.returncode:
-        print("\n".join(l for l in pip.stderr.splitlines() if not l.startswith("WARNING: Location")), file=sys.stderr)
-        raise RuntimeError("could not install the Colab environment (pip's message above)")
-    subprocess.run([str(python), "-m", "pip", "check"], check=True, stdout=subprocess.DEVNULL)
-    present = subprocess.run([str(python), "-c", "import importlib.util as u, sys; "
-                              f"print(' '.join(m for m in {ABSENT!r} if u.find_spec(m)))"],
-                             check=True, capture_output=True, text=True).stdout.split()
-    if present:
-        raise RuntimeError(f"the Colab environment must not have {present}")
-    stamp.write_text(_stamp_text())
-    print(f"colab venv: built in {time.perf_counter() - clock:.0f} s", flush=True)
-    return python
-
-
-def chapter_env(base_python: Path, folder: Path, data: str | None) -> Path:
-    """A fresh environment for one chapter: empty, with ``.venv-colab``'s packages underneath.
-
-    Its kernels ``colab-fast`` and ``colab-full`` differ only in ``QNNLIB_FAST``; downloads (the
-    recorded runs) go to its own cache folder.
-    """
-    subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(folder)], check=True)
-    base = _site_packages(base_python.parent.parent)
-    (_site_packages(folder) / "colab-preinstalled.pth").write_text(f"{base}\n")
-    for mode, fast in (("fast", "1"), ("full", "0")):
-        kernel = folder / "kernels" / f"colab-{mode}"
-        kernel.mkdir(parents=True)
-        env = {"QNNLIB_FAST": fast, "XDG_CACHE_HOME": str(folder / "cache"),
-               "PATH": f"{folder / 'bin'}:{os.environ.get('PATH', '')}"}
-        if data:
-            env["QNNLIB_DATA"] = data
-        (kernel / "kernel.json").write_text(json.dumps({
-            "argv": [str(folder / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Colab-like ({mode} mode)", "language": "python", "env": env}))
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,18 +157,39 @@ def problems(nb, *, markdown: bool = True) -> list[str]:
     return found
 
 
-def run_chapter(path: Path, env_dir: Path, *, fast: bool, work: Path, clone_url: str, commit: str,
-                results_url: str, markdown: bool) -> dict:
-    """Run one chapter top to bottom in ``env_dir``'s kernel, in a folder of its own."""
+def student_problems(nb) -> list[str]:
+    """What an untouched assignment notebook must show: every public check reports its stub as not done."""
+    found, checks = [], 0
+    for n, cell in enumerate(nb.cells):
+        match = cell.cell_type == "code" and re.search(r"""grader\.check\(\s*["'](\w+)["']""", cell.source)
+        if not match:
+            continue
+        checks += 1
+        label, text = match[1].replace("_", "-"), "\n".join(_texts(cell))
+        if f"NotImplementedError: Exercise {label}" not in text or "All test cases passed" in text:
+            found.append(f"cell {n}: grader.check({match[1]!r}) does not report the stub as not done: {text[-200:]!r}")
+    if not checks:
+        found.append("no grader.check(...) cell")
+    return found
+
+
+def run_chapter(path: Path, env_dir: Path, *, kernel: str, work: Path, clone_url: str, commit: str,
+                results_url: str, markdown: bool, expect=None) -> dict:
+    """Run one notebook top to bottom in ``env_dir``'s ``kernel``, in a folder of its own.
+
+    ``expect``: a function of the executed notebook that returns more problems (empty: none).
+    """
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
     nb = nbformat.read(path, as_version=4)
     localise(nb, clone_url, commit, results_url)
     workdir = Path(tempfile.mkdtemp(prefix=path.stem + "-", dir=work))
-    shutil.copy(path, workdir / path.name)  # the chapter alone, outside the repository
+    shutil.copy(path, workdir / path.name)  # the notebook alone, outside the repository
     specs = KernelSpecManager(kernel_dirs=[str(env_dir / "kernels")])
-    km = KernelManager(kernel_name="colab-fast" if fast else "colab-full", kernel_spec_manager=specs)
+    # Unix sockets, not TCP ports: kernels of other jobs on a shared machine can take a port that
+    # this one was given (a client then talks to the wrong kernel and waits for ever).
+    km = KernelManager(kernel_name=kernel, kernel_spec_manager=specs, transport="ipc", ip=str(workdir / "kernel"))
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}})
     clock = time.perf_counter()
@@ -309,11 +205,19 @@ def run_chapter(path: Path, env_dir: Path, *, fast: bool, work: Path, clone_url:
         if km.has_kernel:  # nbclient leaves a kernel it was given running
             km.shutdown_kernel(now=True)
     seconds = time.perf_counter() - clock
-    found = problems(nb, markdown=markdown)
+    found = problems(nb, markdown=markdown) + (expect(nb) if expect and status == "ok" else [])
     if status == "ok" and found:
         status = "fail: " + "; ".join(found[:3])
-    nbformat.write(nb, workdir / (path.stem + (".fast" if fast else ".full") + ".out.ipynb"))
+    nbformat.write(nb, workdir / f"{path.stem}.{kernel}.out.ipynb")
     return {"status": status, "seconds": seconds, "problems": found, "output": str(workdir)}
+
+
+def _says(sentence: str):
+    def expect(nb):
+        if any(sentence in text for cell in nb.cells if cell.cell_type == "code" for text in _texts(cell)):
+            return []
+        return [f"the page does not say which data it used (no output contains {sentence!r})"]
+    return expect
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,9 +225,38 @@ def run_chapter(path: Path, env_dir: Path, *, fast: bool, work: Path, clone_url:
 # ---------------------------------------------------------------------------------------------
 
 
+def plan(chapters: list[Path], students: list[Path], *, restart: bool, other_data: bool) -> dict[Path, list[tuple]]:
+    """The runs of each notebook, in order: (row name, phase, kernel, expect), longest notebooks first.
+
+    A notebook's runs share its environment, so they run one after the other (the first installs
+    qnnlib; the restart pass finds it installed); different notebooks run in parallel.
+    """
+    runs = {}
+    for path in chapters:
+        todo = [(path.stem, "first run", "colab-fast", None)]
+        if path.name.startswith(FULL_MODE_TOO):
+            todo.append((f"{path.stem} (full mode)", "first run", "colab-full", None))
+        if restart:
+            for name, phase, kernel, _ in list(todo):
+                data = next((s for p, s in OTHER_DATA.items() if path.name.startswith(p)), None)
+                if data and other_data and kernel == "colab-fast":
+                    todo.append((name, "restart", "colab-fast-official", _says(data)))
+                else:
+                    todo.append((name, "restart", kernel, None))
+        runs[path] = todo
+    for path in students:
+        runs[path] = [(f"assignment {path.stem}", "first run", "colab-fast", student_problems)]
+
+    def cost(path):
+        rank = next((k for k, p in enumerate(SLOW_FIRST) if path.name.startswith(p)), len(SLOW_FIRST))
+        return (path in students, rank, path.name)
+    return dict(sorted(runs.items(), key=lambda item: cost(item[0])))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=Path, default=EDITION, help="folder of chapter notebooks (default: %(default)s)")
+    parser.add_argument("--students", type=Path, help="folder of assignment notebooks (tools/assignments.py build: student/)")
     parser.add_argument("--only", nargs="*", default=[], help="chapter prefixes to run, e.g. 06 07")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commit", default="HEAD", help="the commit to install and serve results from")
@@ -332,10 +265,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.notebooks.is_dir():
         fail(f"--notebooks {args.notebooks} is not a folder (build the Colab edition with `make colab`)")
+    if args.students is not None and not args.students.is_dir():
+        fail(f"--students {args.students} is not a folder (write the assignments with `make assignments`)")
     if args.workers < 1:
         fail(f"--workers must be ≥ 1, got {args.workers}")
     chapters = sorted(p for p in args.notebooks.glob("*.ipynb") if not args.only or p.name.startswith(tuple(args.only)))
-    if not chapters:
+    students = sorted(p for p in args.students.glob("*.ipynb") if not args.only or p.name.startswith(tuple(args.only))) \
+        if args.students else []
+    if not chapters and not students:
         fail(f"no notebooks in {args.notebooks} match {args.only}")
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.commit}^{{commit}}"],
@@ -348,37 +285,46 @@ def main(argv=None) -> int:
     clock = time.perf_counter()
     python = ensure_venv()
     work = Path(tempfile.mkdtemp(prefix="colab-check-"))
+    # One wheel cache for all the environments: the first install cell builds qnnlib's wheel from
+    # the clone (at a fixed commit), the others reuse it; the package index is read as in Colab.
+    os.environ["PIP_CACHE_DIR"] = str(work / "pip-cache")
     results_url, server = serve(export_results(commit, work))
     data = os.environ.get("QNNLIB_DATA") or None
-    jobs = [(path, fast) for path in chapters for fast in (True, False) if fast or path.name.startswith(FULL_MODE_TOO)]
-    envs = {path: chapter_env(python, work / f"env-{path.stem}", data) for path in chapters}
+    other_data = bool(data) and any(c.name.startswith(tuple(OTHER_DATA)) for c in chapters) and not args.no_restart
+    extra = {}
+    if other_data:
+        if (Path(data) / "cifar10-jpeg" / "train").is_dir():
+            folder, site = official_layout.from_jpeg_copy(Path(data), work / "official")
+            extra["colab-fast-official"] = {"QNNLIB_DATA": str(folder), "PYTHONPATH": str(site)}
+        else:   # the official files themselves (or none: downloaded): the first pass reads them already
+            print(f"colab-check: no JPEG copy under {data}: Chapter 8's restart pass reads the same data", flush=True)
+            other_data = False
+    runs = plan(chapters, students, restart=not args.no_restart, other_data=other_data)
+    threads = 1 if args.workers > 1 else None
+    envs = {path: chapter_env(python, work / f"env-{path.parent.name}-{path.stem}", data, threads=threads,
+                              extra=extra if path in chapters else None) for path in runs}
     table = {}
-    common = dict(work=work, clone_url=f"file://{ROOT}", commit=commit, results_url=results_url, markdown=markdown)
+    common = dict(work=work, clone_url=f"file://{ROOT}", commit=commit, results_url=results_url)
+
+    def chain(path):
+        out = []
+        for name, phase, kernel, expect in runs[path]:
+            result = run_chapter(path, envs[path], kernel=kernel, expect=expect, markdown=markdown,
+                                 **common)
+            print(f"{phase:9s} {name + ('' if kernel == 'colab-fast' else f' [{kernel}]'):48s} "
+                  f"{result['seconds']:6.0f} s  {result['status']}", flush=True)
+            out.append(((name, phase), result))
+        return out
     try:
-        for phase in ("first run", "restart"):
-            if phase == "restart" and args.no_restart:
-                break
-            # The first run of each chapter installs qnnlib in its environment: one job per chapter
-            # environment at a time (two pips must not install into one folder together).
-            with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-                def chain(path):
-                    out = {}
-                    for p, fast in jobs:
-                        if p == path:
-                            out[fast] = run_chapter(p, envs[p], fast=fast, **common)
-                    return out
-                futures = {pool.submit(chain, path): path for path in chapters}
-                for future in concurrent.futures.as_completed(futures):
-                    path = futures[future]
-                    for fast, result in future.result().items():
-                        table[(path.stem + ("" if fast else " (full mode)"), phase)] = result
-                        print(f"{phase:9s} {path.stem + ('' if fast else ' (full)'):34s} {result['seconds']:6.0f} s  "
-                              f"{result['status']}", flush=True)
+        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            for future in [pool.submit(chain, path) for path in runs]:
+                table.update(future.result())
     finally:
         server.shutdown()
     total = time.perf_counter() - clock
-    print(f"\n| chapter | first run | s | restart | s |\n|---|---|---|---|---|")
-    for name in sorted({k[0] for k in table}):
+    base = check_base()
+    print("\n| notebook | first run | s | restart | s |\n|---|---|---|---|---|")
+    for name in dict.fromkeys(k[0] for k in table):
         first, again = table.get((name, "first run")), table.get((name, "restart"))
         cell = lambda r: ("—", "") if r is None else (r["status"].split(":")[0], f"{r['seconds']:.0f}")
         print(f"| {name} | {' | '.join(cell(first))} | {' | '.join(cell(again))} |")
@@ -388,9 +334,11 @@ def main(argv=None) -> int:
         print(f"FAILED {name} ({phase}): {result['status']}")
         for problem in result["problems"][3:]:
             print(f"    {problem}")
-    if not args.keep and not bad:
+    for problem in base:
+        print(f"FAILED {VENV} is no longer Colab's: {problem}")
+    if not args.keep and not bad and not base:
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if bad else 0
+    return 1 if bad or base else 0
 
 
 if __name__ == "__main__":
