@@ -209,7 +209,30 @@ def run_chapter(path: Path, env_dir: Path, *, kernel: str, work: Path, clone_url
     if status == "ok" and found:
         status = "fail: " + "; ".join(found[:3])
     nbformat.write(nb, workdir / f"{path.stem}.{kernel}.out.ipynb")
-    return {"status": status, "seconds": seconds, "problems": found, "output": str(workdir)}
+    return {"status": status, "seconds": seconds, "problems": found, "output": str(workdir), "cells": cell_seconds(nb)}
+
+
+def cell_seconds(nb) -> dict[int, float]:
+    """Seconds each code cell ran (nbclient's timestamps), by cell index: where a run's time goes."""
+    from datetime import datetime
+
+    out = {}
+    for n, cell in enumerate(nb.cells):
+        stamps = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
+            start, end = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            out[n] = (end - start).total_seconds()
+    return out
+
+
+def _where(cells: dict[int, float]) -> str:
+    """"install 12 s, slowest cells #12 40 s, #3 9 s" (the first code cell is the install cell)."""
+    if not cells:
+        return ""
+    first = min(cells)
+    top = sorted((k for k in cells if k != first), key=lambda k: -cells[k])[:3]
+    return f"install {cells[first]:.0f} s, slowest " + ", ".join(f"#{k} {cells[k]:.0f} s" for k in top)
 
 
 def _says(sentence: str):
@@ -301,8 +324,11 @@ def main(argv=None) -> int:
             other_data = False
     runs = plan(chapters, students, restart=not args.no_restart, other_data=other_data)
     threads = 1 if args.workers > 1 else None
+    from qnnlib.data import cache_dir   # the decoded JPEG copy (written by make test, or just above)
+
     envs = {path: chapter_env(python, work / f"env-{path.parent.name}-{path.stem}", data, threads=threads,
-                              extra=extra if path in chapters else None) for path in runs}
+                              extra=extra if path in chapters else None, decoded=cache_dir() / "decoded")
+            for path in runs}
     table = {}
     common = dict(work=work, clone_url=f"file://{ROOT}", commit=commit, results_url=results_url)
 
@@ -312,7 +338,7 @@ def main(argv=None) -> int:
             result = run_chapter(path, envs[path], kernel=kernel, expect=expect, markdown=markdown,
                                  **common)
             print(f"{phase:9s} {name + ('' if kernel == 'colab-fast' else f' [{kernel}]'):48s} "
-                  f"{result['seconds']:6.0f} s  {result['status']}", flush=True)
+                  f"{result['seconds']:6.0f} s  {result['status'][:200]}  ({_where(result['cells'])})", flush=True)
             out.append(((name, phase), result))
         return out
     try:

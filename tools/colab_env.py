@@ -155,17 +155,23 @@ def check_base(venv: Path = VENV) -> list[str]:
 
 
 def chapter_env(base_python: Path, folder: Path, data: str | None, *, threads: int | None = None,
-                extra: dict[str, dict[str, str]] | None = None) -> Path:
+                extra: dict[str, dict[str, str]] | None = None, decoded: Path | None = None) -> Path:
     """A fresh environment for one notebook: empty, with ``.venv-colab``'s packages underneath.
 
     Its kernels ``colab-fast`` and ``colab-full`` differ only in ``QNNLIB_FAST``; downloads (the
     recorded runs) go to its own cache folder, pip's wheel cache is shared (``PIP_CACHE_DIR`` of
     the caller). ``threads`` caps torch's threads (several notebooks share the CPU cores);
     ``extra`` adds fast-mode kernels with more environment variables (name -> variables).
+    ``decoded``: qnnlib's cache of decoded JPEG-copy images (``qnnlib.data``), hard-linked into
+    the environment's cache: decoding the offline machine's JPEG copy of CIFAR-10 again in every
+    environment would cost a minute each, and a Colab reader reads the official files instead.
+    The cache is keyed by the files' contents, so a linked entry is exactly what decoding gives.
     """
     subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(folder)], check=True)
     base = _site_packages(base_python.parent.parent)
     (_site_packages(folder) / "colab-preinstalled.pth").write_text(f"{base}\n")
+    if decoded is not None and decoded.is_dir():
+        _link_tree(decoded, folder / "cache" / "qnnlib" / "decoded")
     kernels = {"colab-fast": {"QNNLIB_FAST": "1"}, "colab-full": {"QNNLIB_FAST": "0"}}
     for name, variables in (extra or {}).items():
         kernels[name] = {"QNNLIB_FAST": "1", **variables}
