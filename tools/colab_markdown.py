@@ -51,6 +51,7 @@ _ROLE_OR_CODE = re.compile(r"\{(?P<name>[\w:.+-]+)\}(?P<ticks>`+)(?P<content>.+?
 _EXPLICIT = re.compile(r"^(?P<text>.*?)\s*<(?P<target>[^<>]+)>$", re.S)
 _OPTION = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*)$")
 _DIRECTIVE = re.compile(r"^\{(?P<name>[\w:.+-]+)\}\s*(?P<arg>.*)$")
+_BACKTICK_INFO = re.compile(r"^ {0,3}`{3,}\{[\w:.+-]+\}[^\n]*`", re.M)
 
 
 class Resolver(Protocol):
@@ -179,6 +180,11 @@ class MystToMarkdown:
 
     def convert(self, text: str) -> str:
         """Convert a Markdown cell (or a directive's body) to plain Markdown."""
+        broken = _BACKTICK_INFO.search(text)
+        if broken:   # CommonMark: no backtick in a backtick fence's info string, so no directive
+            raise ValueError(f"{broken[0][:60]!r}...: a ```{{directive}} line whose title holds a backtick (a role) "
+                             "is not a directive, and the book shows it as raw text: open it with :::{directive} "
+                             "or ~~~{directive} instead")
         lines = text.split("\n")
         out, done = [], 0
         for token in self.parser.parse(text):
