@@ -18,7 +18,7 @@ import functools
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 # The text column of the HTML book (sphinx-book-theme at a laptop width) is about 700 CSS px;
 # a figure drawn at 6.8 in × 100 dpi = 680 px is shown at its own size, so 9-pt text stays 9 pt.
@@ -365,7 +365,7 @@ def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=N
     if any(not 0 <= k < len(psis) for k in classes):
         raise ValueError(f"classes must be in [0, {len(psis) - 1}], got {classes}")
     if axes is None:
-        _, axes = plt.subplots(1, len(classes), figsize=(_panel_width(len(classes), 2.6), 2.6))
+        _, axes = plt.subplots(1, len(classes), figsize=(_panel_width(len(classes), 2.6), 2.5))
     axes = np.atleast_1d(axes)
     extent = (nodes[0], nodes[-1], nodes[0], nodes[-1])
     step = max(1, len(nodes) // arrows)
@@ -382,8 +382,11 @@ def plot_wave_functions(nodes, psis, grads, *, x=None, y=None, arrows=13, axes=N
             ax.scatter(*x_np[y_np == k].T, s=5, color="white", alpha=0.9)
         ax.set_title(rf"$\psi_{{{k}}}$ and $\nabla\psi_{{{k}}}$")
         ax.set_xlabel("$x_1$")
-        ax.set_ylabel("$x_2$")
-        ax.figure.colorbar(image, ax=ax, shrink=0.8, label=rf"$\psi_{{{k}}}$")
+        if ax is axes[0]:  # the panels share the plane: one label for x_2
+            ax.set_ylabel("$x_2$")
+        bar = ax.figure.colorbar(image, ax=ax, shrink=0.75, label=rf"$\psi_{{{k}}}$")
+        bar.locator = MaxNLocator(nbins=4)
+        bar.update_ticks()
     return axes
 
 
@@ -655,6 +658,7 @@ def plot_training_curves(epochs, curves, *, ax=None, title=None, ylabel="accurac
             ax.plot(epochs[~ok], np.asarray(values)[~ok], linestyle="none", marker=marker, markersize=6,
                     markerfacecolor="none", markeredgecolor=line.get_color())
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -731,6 +735,10 @@ def plot_epoch_diagnostics(epochs, spaces, *, axes=None, keys=None):
         if key == "min_product":
             ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8, label="1/2")
             ax.set_yscale("log")
+            # Plain numbers (0.6, 0.8), not 6×10⁻¹, on a log axis spanning less than a decade.
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     for ax in axes[-1:] if stacked else axes:  # stacked panels share the epoch axis
         ax.set_xlabel("epoch")
