@@ -25,8 +25,9 @@ done. A run passes when every code cell ran without error, no Markdown cell hold
 (``qnnlib.experiments.TRAINING_MARKER``): nothing trains unasked. Afterwards ``.venv-colab``
 must still hold Colab's versions (what the notebooks installed stayed in their environments).
 
-Notebooks run in parallel (``--workers``, torch limited to one thread each), longest first, each
-notebook's runs one after the other in its environment.
+Notebooks run in parallel (``--workers``), longest first, each notebook's runs one after the
+other in its environment; torch gets one thread in every notebook but the longest (Chapter 8,
+whose two runs are the critical path), so the other worker never oversubscribes the cores.
 
 Usage::
 
@@ -323,10 +324,13 @@ def main(argv=None) -> int:
             print(f"colab-check: no JPEG copy under {data}: Chapter 8's restart pass reads the same data", flush=True)
             other_data = False
     runs = plan(chapters, students, restart=not args.no_restart, other_data=other_data)
-    threads = 1 if args.workers > 1 else None
+    # The longest notebook (Chapter 8, both passes: the critical path) may use every core; the
+    # others get one torch thread each and fill the other worker's time without oversubscribing.
+    longest = next(iter(runs))
+    threads = {path: 1 if args.workers > 1 and path != longest else None for path in runs}
     from qnnlib.data import cache_dir   # the decoded JPEG copy (written by make test, or just above)
 
-    envs = {path: chapter_env(python, work / f"env-{path.parent.name}-{path.stem}", data, threads=threads,
+    envs = {path: chapter_env(python, work / f"env-{path.parent.name}-{path.stem}", data, threads=threads[path],
                               extra=extra if path in chapters else None, decoded=cache_dir() / "decoded")
             for path in runs}
     table = {}
