@@ -10,7 +10,7 @@ plain functions. They work on tensors of any shape (N, ...), so the same code at
 (``model`` = the network) and features (``model`` = its ``head``, box = the unit feature box).
 
 :func:`minimal_eps` (Chapter 10) bisects the L∞ radius of PGD per image to estimate the smallest
-ε at which the prediction changes (SPEC §8), always witnessed by a real adversarial example.
+ε at which the prediction changes, always witnessed by a real adversarial example.
 
 Guarantees: the model is in eval mode during the attack and its mode is restored afterwards; only
 the gradient with respect to the input is taken (``torch.autograd.grad``), so no parameter
@@ -221,7 +221,7 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5
                 steps: int = 20, restarts: int = 1, targets: int = 3, rel_alpha: float = 2.5,
                 generator: torch.Generator | None = None, batch_size: int = 256,
                 clamp=(0.0, 1.0)) -> dict:
-    r"""Minimal adversarial L∞ radius per image by bisection over PGD (SPEC §8; Chapter 10).
+    r"""Minimal adversarial L∞ radius per image by bisection over PGD (Chapter 10).
 
     .. math:: \varepsilon^*(x_0) = \min\{\varepsilon : \exists\, x \in B_\varepsilon(x_0) \cap [a,b]^M,\
               \arg\max f(x) \ne y\}
@@ -245,7 +245,7 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5
         x (Tensor): images (N, ...) inside the box ``clamp``; y (Tensor): int labels (N,).
         eps_max (float): largest radius tried, in (0, b − a]. (Default: 0.5)
         tol (float): bisection tolerance on ε, > 0. (Default: 1e-3)
-        steps (int): PGD steps per attack, ≥ 1 (SPEC §8 asks ≥ 20). (Default: 20)
+        steps (int): PGD steps per attack, ≥ 1; at least 20 for a strong attack. (Default: 20)
         restarts (int): untargeted (CE) runs per attack, ≥ 0. (Default: 1)
         targets (int): targeted runs per attack, one per top runner-up class, ≥ 0 (capped at the
             K − 1 rival classes); restarts + targets ≥ 1. (Default: 3)
