@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import _checks
+from . import _checks, attacks
 from .models import evaluation
 
 
@@ -81,7 +81,8 @@ def _check_data(x, y) -> tuple[int, int]:
 
 
 def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, seed: int,
-          device="cpu", on_epoch=None, progress: bool = True) -> TrainHistory:
+          device="cpu", on_epoch=None, progress: bool = True, adv_eps: float = 0.0, adv_alpha: float = 0.0,
+          adv_steps: int = 0) -> TrainHistory:
     """Train ``model`` in place with Adam on the mean cross-entropy; return a :class:`TrainHistory`.
 
     Parameters
@@ -96,6 +97,7 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
     on_epoch : optional callback ``on_epoch(epoch, stats)`` after each epoch, epoch = 1, 2, …,
         stats = {"train_loss", "train_acc", "seconds"} (means over that epoch's batches, as run)
     progress : show tqdm progress bars (one per epoch)
+    adv_eps, adv_alpha, adv_steps : PGD adversarial training (see :func:`train_epoch`); 0: natural training
     """
     epochs = _checks.integer(epochs, "epochs", low=1)
     batch_size = _checks.integer(batch_size, "batch_size", low=1)
@@ -112,7 +114,7 @@ def train(model, data, *, epochs: int, batch_size: int = 128, lr: float = 1e-3, 
     for epoch in range(1, epochs + 1):
         stats = train_epoch(model, optimizer, x, y, batch_size=batch_size, generator=generator,
                             device=device, progress=progress, desc=f"epoch {epoch}/{epochs}",
-                            _y_range=y_range)
+                            adv_eps=adv_eps, adv_alpha=adv_alpha, adv_steps=adv_steps, _y_range=y_range)
         losses.append(stats["train_loss"])
         accs.append(stats["train_acc"])
         times.append(stats["seconds"])
@@ -145,17 +147,35 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4) 
 
 def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
                 generator: torch.Generator, device="cpu", augment: bool = False, progress: bool = True,
-                desc: str = "epoch", _y_range: tuple[int, int] | None = None) -> dict:
+                desc: str = "epoch", adv_eps: float = 0.0, adv_alpha: float = 0.0, adv_steps: int = 0,
+                _y_range: tuple[int, int] | None = None) -> dict:
     """One pass over ``(x, y)`` in the order drawn from ``generator``; the model ends in train mode.
 
     The building block of :func:`train`, public so that the experiment runner can checkpoint
     between epochs (each epoch gets its own seeded generator there). With ``augment``, every batch
     goes through :func:`augment_batch` (random crop and flip) with the same generator.
+
+    Adversarial training (Madry et al., 2018; SPEC §8, Chapter 10): with ``adv_eps`` > 0 every
+    batch (after augmentation) is replaced by its PGD adversarial examples before the step,
+
+        min_θ E_(x,y) max_{‖δ‖∞ ≤ ε, x+δ ∈ [0,1]^M} CE(f_θ(x + δ), y),
+
+    the inner maximum approximated by :func:`qnnlib.attacks.pgd` with ε = ``adv_eps``, step
+    α = ``adv_alpha`` > 0, ``adv_steps`` ≥ 1 steps and a uniform random start (drawn from
+    ``generator`` on a CPU, so a seeded run repeats). The attack runs in eval mode (SPEC §4); the
+    loss and accuracy returned are then those on the adversarial batches. ``adv_eps`` = 0 (the
+    default) is natural training and draws nothing extra from ``generator``.
+
     Returns ``{"train_loss", "train_acc", "seconds"}``: means over the epoch's samples, as run.
     Raises ``FloatingPointError`` after an epoch whose loss was NaN or inf (lower ``lr``).
     """
     start = time.perf_counter()
     batch_size = _checks.integer(batch_size, "batch_size", low=1)
+    adv_eps = _checks.real(adv_eps, "adv_eps", low=0, high=1)
+    if adv_eps > 0:
+        adv_alpha = _checks.real(adv_alpha, "adv_alpha", low=0, high=1, low_open=True)
+        adv_steps = _checks.integer(adv_steps, "adv_steps", low=1)
+        attack_generator = generator if torch.device(device).type == "cpu" else None
     y_range = _y_range if _y_range is not None else _check_data(x, y)
     n = x.shape[0]
     model.train()
@@ -170,6 +190,9 @@ def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_siz
         if augment:
             xb = augment_batch(xb, generator)
         xb = channels_last(xb)
+        if adv_eps > 0:
+            xb = attacks.pgd(model, xb, yb, eps=adv_eps, alpha=adv_alpha, steps=adv_steps,
+                             generator=attack_generator)
         logits = model(xb)
         if first == 0:
             _checks.labels_below(y_range, logits.shape[-1], "y")

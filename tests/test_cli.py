@@ -128,6 +128,14 @@ CASES = [
     ("set range", [*SET, "snapshot_epochs=3"], "snapshot_epochs"),  # fast mode has 2 epochs
     ("set range", [*SET, "snapshot_epochs=0"], "snapshot_epochs"),
     ("set range", [*SET, "epochs=1", "--set", "snapshot_epochs=1,2"], "snapshot_epochs"),
+    # adversarial training (mnist-cnn3-at; Chapter 10): off (all 0) or all three set
+    ("set range", [*SET, "adv_eps=1.5"], "adv_eps"),
+    ("set range", [*SET, "adv_eps=-0.1"], "adv_eps"),
+    ("set range", [*SET, "adv_eps=0.1"], "adv_alpha"),
+    ("set range", [*SET, "adv_alpha=0.01"], "adv_alpha"),
+    ("set range", ["run", "mnist-cnn3-at", "--fast", "--set", "adv_steps=0"], "adv_steps"),
+    ("set range", ["run", "mnist-cnn3-at", "--fast", "--set", "adv_alpha=0"], "adv_alpha"),
+    ("set type", ["run", "mnist-cnn3-at", "--fast", "--set", "adv_steps=2.5"], "adv_steps"),
     ("set range", [*SET, "snapshot_eps=2"], "snapshot_eps"),
     ("set range", [*SET, "snapshot_alpha=0"], "snapshot_alpha"),
     ("set range", [*SET, "snapshot_steps=0"], "snapshot_steps"),

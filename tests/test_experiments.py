@@ -183,7 +183,12 @@ def test_make_config_rejects_unknown_names_and_bad_overrides():
 
 
 def test_named_configs_follow_the_spec():
-    assert set(experiments.CONFIGS) == {"mnist-cnn3", "cifar-cnn4", "cifar-resnet8", "mnist-cnn3-seed1", "mnist-cnn3-seed2"}
+    assert set(experiments.CONFIGS) == {"mnist-cnn3", "cifar-cnn4", "cifar-resnet8", "mnist-cnn3-seed1", "mnist-cnn3-seed2",
+                                        "mnist-cnn3-at"}
+    # Chapter 10's adversarially trained run differs from mnist-cnn3 in its training attack only (SPEC §8)
+    at = experiments.CONFIGS["mnist-cnn3-at"]
+    assert (at.adv_eps, at.adv_alpha, at.adv_steps) == (0.1, 0.025, 7)
+    assert dataclasses.replace(at, name="mnist-cnn3", adv_eps=0.0, adv_alpha=0.0, adv_steps=0) == experiments.CONFIGS["mnist-cnn3"]
     for seed in (1, 2):  # the seed runs of Chapter 6 differ from mnist-cnn3 in their seed only
         other = experiments.CONFIGS[f"mnist-cnn3-seed{seed}"]
         assert dataclasses.replace(other, name="mnist-cnn3", seed=0) == experiments.CONFIGS["mnist-cnn3"]
@@ -195,6 +200,30 @@ def test_named_configs_follow_the_spec():
     assert experiments.CONFIGS["mnist-cnn3"].labels == (8,)
     assert experiments.CONFIGS["cifar-cnn4"].labels == tuple(range(10))
     assert experiments.CONFIGS["mnist-cnn3"].snapshot_eps == 0.1 and experiments.CONFIGS["mnist-cnn3"].snapshot_steps == 4
+
+
+def test_configs_without_adversarial_training_keep_the_dict_their_records_were_made_with():
+    """as_dict leaves out the added fields at their "off" defaults, so records made before they
+    existed still equal make_config(name).as_dict() (and hash the same); an adversarial config shows them."""
+    plain = experiments.make_config("mnist-cnn3").as_dict()
+    assert not {"adv_eps", "adv_alpha", "adv_steps"} & set(plain)
+    at = experiments.make_config("mnist-cnn3-at").as_dict()
+    assert (at["adv_eps"], at["adv_alpha"], at["adv_steps"]) == (0.1, 0.025, 7)
+    assert {k: v for k, v in at.items() if not k.startswith("adv_")} == plain | {"name": "mnist-cnn3-at"}
+    # a record's config (with or without the fields) gives back the same config
+    assert experiments.config_of({"config": plain}) == experiments.make_config("mnist-cnn3")
+    assert experiments.config_of({"config": at}) == experiments.make_config("mnist-cnn3-at")
+
+
+def test_adversarial_training_runs_every_phase_and_trains_on_attacked_batches(synthetic, tmp_path):
+    small = dict(TINY, epochs=1, adv_steps=2)
+    path = experiments.run("mnist-cnn3-at", out=tmp_path, progress=False, **small)
+    record = results.read_results(path)
+    assert record["config"] == experiments.make_config("mnist-cnn3-at", **small).as_dict()
+    assert record["config"]["adv_eps"] == 0.1 and "final" in record
+    plain = results.read_results(experiments.run("mnist-cnn3", out=tmp_path, progress=False, **dict(TINY, epochs=1)))
+    # the same seed, data and initial weights: only the attacked batches differ, so the loss on them is higher
+    assert record["epochs"][0]["train_loss"] > plain["epochs"][0]["train_loss"]
 
 
 def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):

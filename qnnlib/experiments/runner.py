@@ -236,6 +236,7 @@ def _run(config: ExperimentConfig, fast: bool, device, files: store.RunFiles, re
             model, optimizer, train_set.x, train_set.y, batch_size=config.batch_size,
             generator=_generator(config, epoch, 0), device=device, augment=config.augment, progress=progress,
             desc=f"{config.name} epoch {epoch}/{config.epochs}",
+            adv_eps=config.adv_eps, adv_alpha=config.adv_alpha, adv_steps=config.adv_steps,
         )
         seconds = {"train": time.perf_counter() - clock}
         metrics, _, phase_seconds = measure_epoch(model, train_set, test, config, epoch)

@@ -1,0 +1,132 @@
+"""Which quantity predicts fragility? Per-image predictors and their rank correlation with the minimal ε (Chapter 10).
+
+SPEC §8: a quantity *predicts fragility* if its Spearman rank correlation ρ with the minimal
+adversarial L∞ radius ε* over a fixed random set of correctly classified test images is clearly
+non-zero, judged by a bootstrap 95 % interval. :func:`fragility_table` measures, per image x₀
+with label y:
+
+* ``min_eps``: ε* by bisection over PGD (:func:`qnnlib.attacks.minimal_eps`), witnessed from above;
+* ``margin``: the clean logit margin z_y(x₀) − max_{j≠y} z_j(x₀) (a baseline);
+* ``grad_l1``: ‖∇_x CE(f(x₀), y)‖₁, the input-gradient norm dual to L∞ (a baseline);
+* ``lipschitz``: max over the local ψ's ball samples of ‖∇_x log CE‖₁, a CLEVER-style sampled local
+  Lipschitz constant (Weng et al., 2018; for a confident network log CE ≈ −margin), and
+  ``clever_eps`` = margin / lipschitz, the first-order distance to the boundary it implies;
+* the local wave function on B_ε(x₀) ∩ [0,1]^M (:mod:`qnnlib.uncertainty.local`): ``dx``, ``dp``
+  (jackknife-corrected aggregates), ``product`` = dx·dp, ``mean_boundary`` (mean B_i), their
+  standard errors and the SPEC §7 diagnostics.
+
+:func:`correlation_table` gives ρ with a percentile-bootstrap 95 % interval (resampling images
+with a seeded generator) for each predictor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+
+from . import _checks
+from .attacks import input_gradient, minimal_eps
+from .models import evaluation
+from .uncertainty.local import local_moments
+
+PREDICTORS = ("dx", "dp", "product", "mean_boundary", "lipschitz", "clever_eps", "grad_l1", "margin")
+
+
+def logit_margin(model, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """z_y − max_{j≠y} z_j per image (N,) float64; > 0 exactly when x is classified as y. Eval mode, restored."""
+    with evaluation(model), torch.no_grad():
+        z = model(x).double()
+    zy = z.gather(1, y.long()[:, None]).squeeze(1)
+    others = z.scatter(1, y.long()[:, None], -float("inf"))
+    return (zy - others.amax(1)).cpu().numpy()
+
+
+def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_samples: int, seed: int = 0,
+                    eps_max: float = 0.5, tol: float = 1e-3, steps: int = 20, restarts: int = 1,
+                    targets: int = 3, form: str = "paper", batch_size: int | None = None) -> dict:
+    """Per-image predictors and the minimal ε of ``model`` on images ``x`` (N, ...) in [0,1], labels ``y`` (N,).
+
+    ``eps`` > 0: radius of the local ψ (SPEC §8 default: the chapter's attack radius, 0.1 MNIST,
+    8/255 CIFAR); ``n_samples`` ≥ 2 points per image for it; ``seed`` seeds one generator for the
+    points, then another (seed + 1) for the attacks' random starts; ``eps_max``, ``tol``, ``steps``,
+    ``restarts``, ``targets`` go to :func:`qnnlib.attacks.minimal_eps`; ``form`` ("paper" or "rss") is
+    the aggregate of Δx, Δp; ``batch_size`` the local ψ's rows per pass.
+
+    Returns a dict of (N,) NumPy arrays: ``label``, ``clean_wrong``, ``min_eps`` (0 for misclassified
+    images, inf when unbroken within eps_max), ``min_eps_lower``, ``unbroken``, ``margin``,
+    ``grad_l1``, ``lipschitz``, ``clever_eps``, ``dx``, ``dp``, ``product``, ``mean_boundary``,
+    ``dx_stderr``, ``dp_stderr``, ``ess``, ``ess_p``, ``khat_w``, ``khat_p``, ``reliable``.
+    """
+    seed = _checks.integer(seed, "seed", low=0)
+    if form not in ("paper", "rss"):
+        raise ValueError(f"form must be 'paper' or 'rss', got {form!r}")
+    local = local_moments(model, x, y, eps=eps, n_samples=n_samples, batch_size=batch_size,
+                          generator=torch.Generator().manual_seed(seed), warn=False)
+    attack = minimal_eps(model, x, y, eps_max=eps_max, tol=tol, steps=steps, restarts=restarts, targets=targets,
+                         generator=torch.Generator().manual_seed(seed + 1))
+    margin = logit_margin(model, x, y)
+    grad = input_gradient(model, x, y).flatten(1).abs().sum(1).double().cpu().numpy()
+    table = {"label": y.cpu().numpy().astype(np.int64), "clean_wrong": attack["clean_wrong"],
+             "min_eps": attack["eps"], "min_eps_lower": attack["lower"], "unbroken": attack["unbroken"],
+             "margin": margin, "grad_l1": grad}
+    moments = local.table(form)
+    table["lipschitz"] = moments.pop("grad_l1_max")
+    with np.errstate(divide="ignore"):
+        table["clever_eps"] = margin / table["lipschitz"]
+    table.update(moments)
+    return table
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman ρ along the last axis (ties get mean ranks): Pearson correlation of the ranks."""
+    ra, rb = stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1)
+    ra = ra - ra.mean(-1, keepdims=True)
+    rb = rb - rb.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(-1) / np.sqrt((ra**2).sum(-1) * (rb**2).sum(-1))
+
+
+def spearman_bootstrap(a, b, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Spearman ρ of paired samples a, b (n,) with a percentile-bootstrap interval over pairs.
+
+    ``n_boot`` ≥ 100 resamples of the n pairs with replacement from ``numpy.random.default_rng(seed)``;
+    the interval is the (1 ∓ level)/2 quantiles of the resampled ρ (``level`` in (0, 1)). Pairs with
+    a NaN are dropped first (inf is a valid, largest rank). Returns ``{"rho", "low", "high", "n",
+    "p"}`` (p: scipy's two-sided p-value for ρ = 0); needs n ≥ 3.
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length, got {a.size} and {b.size}")
+    n_boot = _checks.integer(n_boot, "n_boot", low=100)
+    level = _checks.real(level, "level", low=0, high=1, low_open=True, high_open=True)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if a.size < 3:
+        raise ValueError(f"need at least 3 pairs without NaN, got {a.size}")
+    result = stats.spearmanr(a, b)
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = _spearman(a[idx], b[idx])
+    boot = boot[np.isfinite(boot)]
+    q = (1 - level) / 2
+    low, high = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
+    return {"rho": float(result.statistic), "low": float(low), "high": float(high), "n": int(a.size),
+            "p": float(result.pvalue)}
+
+
+def correlation_table(table: dict, *, predictors=PREDICTORS, target: str = "min_eps", n_boot: int = 2000,
+                      seed: int = 0) -> dict:
+    """``{predictor: spearman_bootstrap(table[predictor], table[target])}`` over the correctly classified images.
+
+    ``table``: the output of :func:`fragility_table` (or any dict of equal-length arrays with a
+    ``clean_wrong`` column, which selects the images to drop; SPEC §8 reports misclassified images
+    separately). Every predictor uses the same bootstrap resamples (same ``seed``).
+    """
+    if target not in table:
+        raise ValueError(f"target {target!r} is not a column of the table ({sorted(table)})")
+    missing = [p for p in predictors if p not in table]
+    if missing:
+        raise ValueError(f"predictors {missing} are not columns of the table ({sorted(table)})")
+    keep = ~np.asarray(table.get("clean_wrong", np.zeros(len(table[target]), bool)), dtype=bool)
+    return {p: spearman_bootstrap(np.asarray(table[p])[keep], np.asarray(table[target])[keep],
+                                  n_boot=n_boot, seed=seed) for p in predictors}
