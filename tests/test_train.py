@@ -196,3 +196,45 @@ def test_epoch_loss_is_the_mean_over_samples_with_the_short_last_batch_weighted_
         expected = nn.functional.cross_entropy(model(x), y).item()
     history = train(model, (x, y), epochs=1, batch_size=7, lr=1e-12, seed=0, progress=False)
     assert history.train_loss[0] == pytest.approx(expected, rel=1e-5)
+
+
+# --- PGD adversarial training (Madry et al., 2018; SPEC §8, Chapter 10) ---
+
+def _frozen_setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(40, 1, 4, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    return model, torch.optim.SGD(model.parameters(), lr=0.0), x, y
+
+
+def test_adversarial_epoch_trains_on_the_pgd_batches_it_reports():
+    """With frozen weights (lr 0) the reported loss is that of the PGD batches: above the clean loss,
+    and equal to the mean CE of pgd(x) drawn from the same generator stream in the same order."""
+    from qnnlib.train import train_epoch
+
+    model, opt, x, y = _frozen_setup()
+    clean = train_epoch(model, opt, x, y, batch_size=40, generator=torch.Generator().manual_seed(2), progress=False)
+    adv = train_epoch(model, opt, x, y, batch_size=40, generator=torch.Generator().manual_seed(2), progress=False,
+                      adv_eps=0.1, adv_alpha=0.025, adv_steps=7)
+    assert adv["train_loss"] > clean["train_loss"]
+    g = torch.Generator().manual_seed(2)
+    order = torch.randperm(40, generator=g)
+    x_adv = pgd(model, x[order], y[order], eps=0.1, alpha=0.025, steps=7, generator=g)
+    expected = nn.functional.cross_entropy(model(x_adv), y[order]).item()
+    assert adv["train_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(adv_eps=1.5, adv_alpha=0.1, adv_steps=1), ValueError, "adv_eps"),
+    (dict(adv_eps=0.1, adv_alpha=0.0, adv_steps=1), ValueError, "adv_alpha"),
+    (dict(adv_eps=0.1, adv_alpha=0.1, adv_steps=0), ValueError, "adv_steps"),
+    (dict(adv_eps=0.1, adv_alpha=0.1, adv_steps=1.0), TypeError, "adv_steps"),
+])
+def test_adversarial_settings_out_of_range_are_refused(kw, error, match):
+    from qnnlib.train import train_epoch
+
+    model, opt, x, y = _frozen_setup()
+    with pytest.raises(error, match=match):
+        train_epoch(model, opt, x, y, batch_size=8, generator=torch.Generator(), progress=False, **kw)
