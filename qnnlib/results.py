@@ -4,7 +4,7 @@ A run writes ``NAME.json`` after every finished epoch (atomically: a temporary f
 ``os.replace``), so a run killed at any moment leaves either the previous or the new file, never a
 torn one. Large arrays (the Fig. 1 snapshots) go to a side ``NAME.npz`` written the same way.
 
-The JSON holds ``experiment``, ``config`` (every setting), ``provenance`` (SPEC §6: qnnlib version,
+The JSON holds ``experiment``, ``config`` (every setting), ``provenance`` (qnnlib version,
 git commit, torch version, device, dataset identity, seed, start/end time, wall seconds) and
 ``epochs``, one record per finished epoch (see ``EPOCH_KEYS``).
 """
@@ -102,8 +102,9 @@ SCHEMA_V1 = {
         "provenance": _PROVENANCE, "epochs": {"type": "array", "items": _EPOCH}, "final": _FINAL,
     },
 }
-# Schema 2 (SPEC §7): every space of every epoch also holds the jackknife-corrected values, the
-# diagnostics of the estimate and the replicates the jackknife is recomputed from, per label too.
+# Schema 2 (the error bars and diagnostics of Chapter 5): every space of every epoch also holds
+# the jackknife-corrected values, the diagnostics of the estimate and the replicates the
+# jackknife is recomputed from, per label too.
 SPACE_KEYS_V2 = SPACE_KEYS + (
     "dx_jk", "dp_jk", "dx_jk_stderr", "dp_jk_stderr", "ess", "ess_p", "khat_w", "khat_p", "reliable", "warnings",
     "per_label",

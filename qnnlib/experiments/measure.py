@@ -1,7 +1,7 @@
-"""What a run measures: after every epoch, and once more on the final model (Chapters 6–8, SPEC §5–6).
+"""What a run measures: after every epoch, and once more on the final model (Chapters 6–8).
 
 After every epoch (:func:`measure_epoch`): clean test accuracy, PGD robust accuracy in pixel and in
-feature space, and Δx, Δp (with standard errors and the SPEC §2 diagnostics) in both spaces; at the
+feature space, and Δx, Δp (with standard errors and Chapter 4's per-coordinate diagnostics) in both spaces; at the
 configured snapshot epochs a t-SNE embedding of clean and attacked test features (Fig. 1). Once the
 last epoch is done (:func:`final_evaluation`): the stronger attack over the ε sweep. Every random
 draw of epoch e comes from a generator seeded by (seed, e, purpose), so an epoch measured again
@@ -28,7 +28,7 @@ def _generator(config: ExperimentConfig, epoch: int, stream: int) -> torch.Gener
 
 
 # ---------------------------------------------------------------------------------------------
-# Feature space (SPEC §5)
+# Feature space (Chapter 8)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -54,7 +54,7 @@ class FeatureSpace:
 
 
 def feature_space(model: nn.Module, x_train: torch.Tensor, *, batch_size: int | None = None) -> FeatureSpace:
-    """Build the unit feature box of ``model`` from the training images (SPEC §5)."""
+    """Build the unit feature box of ``model`` from the training images (Chapter 8)."""
     features = _features(model, x_train, batch_size=batch_size)
     scale = features.max(dim=0).values
     active = scale > 0
@@ -79,8 +79,9 @@ def _features(model, x, *, batch_size=None):
 # ---------------------------------------------------------------------------------------------
 
 
-# An estimate that fails a SPEC §7 check is drawn again with RESAMPLE_FACTOR times the points, at
-# most RESAMPLE_TRIES times (N = 16,384 → 65,536 → 262,144 on MNIST), instead of being recorded as is.
+# An estimate that fails a reliability check (ESS < 100 or k̂ > 0.7) is drawn again with
+# RESAMPLE_FACTOR times the points, at most RESAMPLE_TRIES times (N = 16,384 → 65,536 → 262,144
+# on MNIST), instead of being recorded as is.
 RESAMPLE_FACTOR = 4
 RESAMPLE_TRIES = 2
 
@@ -91,7 +92,7 @@ def label_summary(net: nn.Module, label: int, input_shape: tuple, config: Experi
     Keys: ``dx``, ``dp`` (plain ratio estimates), ``dx_jk``, ``dp_jk`` (jackknife bias-corrected),
     ``dx_stderr``, ``dp_stderr`` (jackknife standard errors, the error bar of both), the
     delete-one-group replicates ``dx_replicates``, ``dp_replicates`` (enough to recompute the
-    jackknife), the SPEC §2 bound diagnostics, ``ess`` (of w = l²), ``ess_p`` (of Σ_i g_i²),
+    jackknife), the bound diagnostics of Chapter 4, ``ess`` (of w = l²), ``ess_p`` (of Σ_i g_i²),
     ``khat_w``, ``khat_p`` (Pareto k̂), ``reliable``, ``warnings`` (the failed checks of the
     estimate kept), ``n_samples`` (points of the estimate kept) and ``resampled`` (the earlier,
     unreliable tries: their N and failed checks). An unreliable estimate is drawn again with

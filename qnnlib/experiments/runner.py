@@ -1,7 +1,7 @@
 """Running (and resuming) an experiment: epochs, checkpoints, results files (Chapters 6–8).
 
 An experiment trains one of the book's networks for ``epochs`` epochs and, after every epoch,
-measures what the paper plots (:mod:`.measure`, SPEC §6). Results go to ``OUT/NAME.json``
+measures what the paper plots (:mod:`.measure`). Results go to ``OUT/NAME.json``
 (``NAME-fast.json`` in fast mode) after every epoch, with a checkpoint beside it.
 
 Everything that can be checked before the first epoch is: the config (every key and range, see

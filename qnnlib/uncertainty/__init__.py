@@ -1,7 +1,7 @@
 """The neural wave function and its moments: Δx, Δp and the boundary terms (Chapters 3–5).
 
 Fix a classifier ``f`` and a label Y. The loss ``l_Y(X) = CE(f(X), Y) ≥ 0`` on the input box
-Ω = [low, high]^M, normalised, is the *neural wave function* (SPEC §1; Chapter 3)::
+Ω = [low, high]^M, normalised, is the *neural wave function* (Chapter 3)::
 
     ψ_Y(X) = l_Y(X) / N_Y,      N_Y² = ∫_Ω l_Y(X)² dX.
 

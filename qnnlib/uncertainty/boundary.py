@@ -4,7 +4,7 @@ The volume form B_i = 1 + 2∫(x_i − <x_i>) ψ ∂_iψ dX comes with every est
 (:class:`~qnnlib.uncertainty.Moments`); integration by parts turns it into the face form
 ∮ (x_i − <x_i>) ψ² n_i dS, evaluated here from values of ψ on the faces alone: by quadrature in
 one or two dimensions (:func:`face_boundary_terms`) and by Monte Carlo on the faces in any
-dimension (``face_boundary_mc``), the comparison that tests integration by parts (SPEC §7).
+dimension (``face_boundary_mc``), the comparison that tests integration by parts (Chapter 5).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def face_boundary_terms(amplitude: Amplitude, input_shape, *, points_per_dim: in
 
 @dataclass(frozen=True, eq=False)
 class FaceBoundary:
-    """Face-form estimates of B_i and <p_i> for a set of coordinates (SPEC §7; Chapter 5).
+    """Face-form estimates of B_i and <p_i> for a set of coordinates (Chapter 5).
 
     Attributes: ``coordinates`` (c,) int64 flat indices into the input; ``boundary``,
     ``boundary_stderr``, ``mean_p``, ``mean_p_stderr`` (c,) float64; ``volume_boundary`` and
@@ -107,7 +107,7 @@ def _log_values(amplitude: Amplitude, x: torch.Tensor) -> torch.Tensor:
 def face_boundary_mc(amplitude: Amplitude, volume: Moments, *, coordinates=None, n_face: int = 512,
                      batch_size: int | None = None, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32, device=None) -> FaceBoundary:
-    """B_i and <p_i> from the faces of Ω by Monte Carlo, for any number of inputs (SPEC §7).
+    """B_i and <p_i> from the faces of Ω by Monte Carlo, for any number of inputs (Chapter 5).
 
     The face forms (integration by parts of the volume forms; Chapter 4), on Ω = [a, b]^M::
 

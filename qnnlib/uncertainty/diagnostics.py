@@ -1,4 +1,4 @@
-"""Diagnostics of the ratio estimator: effective sample sizes, Pareto k̂ and a warning (SPEC §7).
+"""Diagnostics of the ratio estimator: effective sample sizes, Pareto k̂ and a warning (Chapter 5).
 
 The Monte Carlo moments are ratios Σ w h / Σ w with weights w = l² (and, for <p_i²>, the
 per-sample v = Σ_i g_i²). In hundreds of dimensions these weights are heavy-tailed: a few points
@@ -44,7 +44,7 @@ KHAT_MAX = 0.7
 Vehtari et al. (2024) show that the sample size needed for a useful estimate grows like
 10^{1/(1−k)} (about 2,000 at k = 0.7, 10^10 at k = 0.9), so beyond 0.7 no practical N helps,
 while the k̂ of the Zhang–Stephens fit remains a reliable diagnostic there; for k between ½ and
-0.7 the variance of the weights is infinite but the estimate still converges, slowly. SPEC §7 adopts 0.7."""
+0.7 the variance of the weights is infinite but the estimate still converges, slowly. qnnlib adopts 0.7."""
 
 
 class UnreliableEstimateWarning(RuntimeWarning):
@@ -122,7 +122,7 @@ def _khat_from_top(top_log: torch.Tensor, n: int) -> float:
 
 
 def pareto_khat(weights, *, log: bool = False) -> float:
-    """Pareto k̂ of the upper tail of N non-negative weights (PSIS diagnostic, SPEC §7).
+    """Pareto k̂ of the upper tail of N non-negative weights (PSIS diagnostic, Chapter 5).
 
     Fits a generalised Pareto distribution to the exceedances of the largest
     ``min(0.2 N, 3 √N)`` weights over the next one, by the Zhang & Stephens (2009) estimator with
@@ -136,7 +136,7 @@ def pareto_khat(weights, *, log: bool = False) -> float:
 
 
 def unreliable_reasons(ess_w: float, ess_p: float, khat_w: float, khat_p: float) -> list[str]:
-    """Which of the SPEC §7 checks an estimate fails, as short phrases (empty when it passes).
+    """Which of the reliability checks (ESS, Pareto k̂) an estimate fails, as short phrases (empty when it passes).
 
     nan values (no tail to fit, or all-zero weights) fail no check.
     """

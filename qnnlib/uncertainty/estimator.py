@@ -1,13 +1,13 @@
 """The ratio estimator of ψ's moments from weighted sums, and its error analysis (Chapter 5).
 
-Every moment of SPEC §3 is a ratio Σ q w h / Σ q w of weighted sums over points (q = 1 for Monte
+Every moment of Chapter 5 is a ratio Σ q w h / Σ q w of weighted sums over points (q = 1 for Monte
 Carlo, quadrature weights for a grid), with w = l² and h built from x and d = ∇ log l
 (l g = w d, g² = w d²). :class:`_Sums` accumulates these sums per group of points in the log
 domain: it keeps log(q w), shifts every weight by the running maximum over all batches so far
 (rescaling the stored sums when the maximum grows) and sums in float64, so amplitudes of any
 magnitude (1e±300 in float64, or a log-amplitude in float32) give the same ratios.
 :func:`_finish` turns the sums into a :class:`Moments` with the delete-one-group jackknife
-(SPEC §7): for a quantity θ, with θ̂ from all K groups and θ_(k) from all but group k,
+(Chapter 5): for a quantity θ, with θ̂ from all K groups and θ_(k) from all but group k,
 
     θ_J = K θ̂ − (K − 1) θ̄,  θ̄ = mean_k θ_(k);     SE = sqrt((K − 1)/K Σ_k (θ_(k) − θ̄)²).
 
@@ -71,7 +71,7 @@ def _aggregate(dx: torch.Tensor, dp: torch.Tensor, form: str) -> tuple[torch.Ten
 
 @dataclass(frozen=True, eq=False)
 class Moments:
-    """Per-coordinate moments of one neural wave function (SPEC §1–3, §7; Chapters 4 and 5).
+    """Per-coordinate moments of one neural wave function (Chapters 3–5).
 
     Every tensor is float64 with the shape of one input (``input_shape``), except the
     ``*_replicates`` fields, which have a leading axis of K leave-one-group-out estimates
@@ -154,7 +154,7 @@ class Moments:
 
     @property
     def unreliable(self) -> list[str]:
-        """The SPEC §7 checks this estimate fails (ESS < 100, Pareto k̂ > 0.7), as phrases; [] if none.
+        """The reliability checks this estimate fails (ESS < 100, Pareto k̂ > 0.7), as phrases; [] if none.
 
         Grid quadrature is never flagged: its weights are deterministic.
         """
@@ -193,7 +193,7 @@ class Moments:
         return float(dx_se), float(dp_se)
 
     def aggregate_jk(self, form: str = "paper") -> tuple[float, float]:
-        """(Δx, Δp) jackknife bias-corrected: θ_J = Kθ̂ − (K−1)θ̄ of the aggregate itself (SPEC §7).
+        """(Δx, Δp) jackknife bias-corrected: θ_J = Kθ̂ − (K−1)θ̄ of the aggregate itself (Chapter 5).
 
         The aggregate is recomputed from each leave-one-group-out replicate, so the correction
         covers the bias of the square roots as well as that of the ratios. Equal to
@@ -203,7 +203,8 @@ class Moments:
         return float(dx), float(dp)
 
     def summary(self) -> dict:
-        """The SPEC §2 and §7 diagnostics and both aggregate forms, as plain Python numbers.
+        """Chapter 4's bound diagnostics, Chapter 5's reliability diagnostics and both aggregate
+        forms, as plain Python numbers.
 
         Keys: ``frac_below_half`` (fraction of coordinates with Δx_iΔp_i < 1/2), ``min_product``,
         ``mean_boundary`` (mean of B_i), ``frac_meeting_bound`` (fraction with
@@ -211,7 +212,7 @@ class Moments:
         ``dx_paper_jk``, ``dp_paper_jk``, ``dx_rss_jk``, ``dp_rss_jk`` (jackknife-corrected),
         ``dx_paper_stderr``, ``dp_paper_stderr``, ``dx_rss_stderr``, ``dp_rss_stderr`` (jackknife
         standard errors of both), ``ess``, ``ess_p``, ``khat_w``, ``khat_p``, ``reliable``
-        (no SPEC §7 check failed), ``n_samples``.
+        (no reliability check failed), ``n_samples``.
         """
         product = self.product.flatten()
         out = {
@@ -322,7 +323,7 @@ class _Sums:
 
 
 def _estimates(w: torch.Tensor, s: torch.Tensor, centre: float):
-    """The SPEC §3 ratios from raw sums; leading dimensions of ``w`` and ``s`` broadcast."""
+    """The ratios of Chapter 5 from raw sums; leading dimensions of ``w`` and ``s`` broadcast."""
     w = w.unsqueeze(-1)
     mean_xc = s[..., 0, :] / w
     dx = (s[..., 1, :] / w - mean_xc**2).clamp_min(0.0).sqrt()

@@ -2,7 +2,7 @@
 
 Tensor-product Gauss–Legendre (or midpoint) rules evaluate the same weighted sums as the Monte
 Carlo estimator, with quadrature weights in place of equal ones: the reference the Monte Carlo
-estimator is tested against (SPEC §3).
+estimator is tested against (Chapter 5).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def moments(
     """Monte Carlo estimate of <x_i>, Δx_i, <p_i>, Δp_i and B_i for ψ ∝ ``amplitude`` on a box.
 
     Draws X_1..X_N from the uniform distribution on Ω = [low, high]^M and applies the ratio
-    estimators of the module docstring with q = 1 (SPEC §3; Chapter 5). The box volume and the
+    estimators of the module docstring with q = 1 (Chapter 5). The box volume and the
     normalisation N² = ∫ l² cancel in the ratios.
 
     Parameters
@@ -121,7 +121,7 @@ def moments(
     attribute (X ↦ log l, as :func:`neural_amplitude` has) is evaluated through it, which keeps
     losses far below the dtype's resolution exact.
 
-    Diagnostics (SPEC §7): ``ess``, ``ess_p``, ``khat_w``, ``khat_p`` of the result; when one
+    Diagnostics (Chapter 5): ``ess``, ``ess_p``, ``khat_w``, ``khat_p`` of the result; when one
     fails (ESS < ``ESS_MIN`` = 100 or k̂ > ``KHAT_MAX`` = 0.7) an ``UnreliableEstimateWarning``
     is issued and the estimate is still returned.
 
@@ -178,7 +178,7 @@ def moments(
 
 
 def neural_moments(model: torch.nn.Module, label: int, input_shape, **kw) -> Moments:
-    """:func:`moments` of ψ_Y ∝ CE(model(X), Y) for one fixed class ``label`` (SPEC §1, §3).
+    """:func:`moments` of ψ_Y ∝ CE(model(X), Y) for one fixed class ``label`` (Chapters 3 and 5).
 
     ``model`` maps ``(B, *input_shape)`` in the box to logits (B, K) and is put in eval mode for the
     estimate (its mode is restored; no weight gradients are accumulated). ``label`` is an int in
@@ -242,7 +242,7 @@ def mean_aggregate(per_class, form: str = "paper") -> ClassMean:
 def mean_neural_moments(model: torch.nn.Module, input_shape, *, form: str = "paper", **kw) -> ClassMean:
     """:func:`neural_moments` for every label 0..K−1, combined by :func:`mean_aggregate`.
 
-    The CIFAR-10 figures of the paper use this mean over the ten classes (SPEC §1). Keywords go to
+    The CIFAR-10 figures of the paper use this mean over the ten classes (Chapter 3). Keywords go to
     :func:`moments`; a shared ``generator`` is consumed class after class.
     """
     if form not in FORMS:

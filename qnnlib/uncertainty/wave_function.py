@@ -1,7 +1,7 @@
 """The neural wave function ψ_Y ∝ l_Y = CE(f(X), Y): amplitudes and their evaluation (Chapter 3).
 
 An *amplitude* is any callable mapping a batch X of shape ``(B, *input_shape)`` to the (B,)
-tensor of unnormalised, non-negative values l(X); ψ = l / N with N² = ∫_Ω l² (SPEC §1). This
+tensor of unnormalised, non-negative values l(X); ψ = l / N with N² = ∫_Ω l² (Chapter 3). This
 module builds the amplitude of a classifier (:func:`neural_amplitude`), evaluates l and its
 input gradient ∇_X l in one backward pass (shared by every estimator), and holds the argument
 checks the estimators share.
@@ -157,7 +157,7 @@ def log_cross_entropy(logits: torch.Tensor, label: int) -> torch.Tensor:
 
 
 def neural_amplitude(model: torch.nn.Module, label: int) -> Amplitude:
-    """X ↦ l_Y(X) = CE(model(X), Y) per sample: the unnormalised neural wave function (SPEC §1).
+    """X ↦ l_Y(X) = CE(model(X), Y) per sample: the unnormalised neural wave function (Chapter 3).
 
     ψ_Y ∝ the loss itself — not exp(−l), not sqrt(l). The model must return logits (B, K);
     it is used as it is (put it in eval mode; :func:`neural_moments` does). The returned callable
