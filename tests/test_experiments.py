@@ -235,15 +235,6 @@ def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):
     assert recorded.series("dp", "pixel").shape == (2,) and "epoch1_embedding" in recorded.snapshots
 
 
-def test_fast_mode_runs_the_adversarially_trained_pipeline_end_to_end(tmp_path):
-    """`python -m qnnlib run mnist-cnn3-at --fast` (about 15 minutes on two busy cores: 8× a natural epoch)."""
-    if not (Path(os.environ.get("QNNLIB_DATA", "/nonexistent")) / "MNIST" / "raw").exists():
-        pytest.skip("real MNIST not found: set QNNLIB_DATA to a folder with MNIST/raw (CI has ../shared/data)")
-    recorded = experiments.load_or_run("mnist-cnn3-at", fast=True, progress=False)
-    assert recorded.record["config"]["adv_eps"] == 0.1 and list(recorded.epochs) == [1, 2]
-    assert recorded.series("test_acc")[-1] > 0.5 and "final" in recorded.record
-
-
 def test_final_weights_reproduce_the_recorded_final_accuracy(synthetic, tmp_path):
     path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
     weights = experiments.weights_path(path)
