@@ -43,7 +43,10 @@ def test_recorded_minutes_are_the_wall_times_of_the_recorded_runs():
             continue
         record = json.loads((RESULTS / f"{name}.json").read_text())
         assert round(record["provenance"]["wall_seconds"] / 60) == minutes, name
-    assert set(rec.RECORDED_MINUTES) == set(experiments.CONFIGS)
+    # Every recorded run, and every seed twin of one, says how long it takes; a configuration
+    # never recorded (mnist-cnn3-at, Chapter 10) has no entry and is described as "50 epochs".
+    recorded = {name for name in experiments.CONFIGS if (RESULTS / f"{name}.json").exists()}
+    assert recorded <= set(rec.RECORDED_MINUTES) <= set(experiments.CONFIGS)
 
 
 def test_a_pip_install_reads_the_verified_download(pip_installed, served, monkeypatch):
