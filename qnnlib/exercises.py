@@ -202,6 +202,18 @@ def _call(fn, *args, **kw):
     return out.detach()
 
 
+def _attack(fn, model, x, y, **kw) -> torch.Tensor:
+    """The student's attack ``fn(model, x, y, **kw)``, checked not to change x in place and to
+    return a tensor of x's shape; returned in x's dtype."""
+    original = x.clone()
+    out = _call(fn, model, x, y, **kw)
+    if not torch.equal(x, original):
+        raise ExerciseError("your function changed its input x in place; attack a copy (x.clone())")
+    if out.shape != x.shape:
+        raise ExerciseError(f"x_adv has shape {tuple(out.shape)}, but it must have the shape of x, {tuple(x.shape)}")
+    return out.to(x.dtype)
+
+
 def check_fgsm(fn, *, eps: float = 0.1, seed: int = 0) -> str:
     """Run your FGSM ``fn(model, x, y, eps=eps)`` on a tiny model and compare with :func:`qnnlib.attacks.fgsm`.
 
@@ -211,13 +223,7 @@ def check_fgsm(fn, *, eps: float = 0.1, seed: int = 0) -> str:
     missing clamp, the gradient of the wrong loss, or an input changed in place.
     """
     model, x, y = _tiny_problem(seed)
-    original = x.clone()
-    out = _call(fn, model, x, y, eps=eps)
-    if not torch.equal(x, original):
-        raise ExerciseError("your function changed its input x in place; attack a copy (x.clone())")
-    if out.shape != x.shape:
-        raise ExerciseError(f"x_adv has shape {tuple(out.shape)}, but it must have the shape of x, {tuple(x.shape)}")
-    out = out.to(x.dtype)
+    out = _attack(fn, model, x, y, eps=eps)
     reference = attacks.fgsm(model, x, y, eps=eps)
     deviation = float((out - reference).abs().max())
     if deviation <= 1e-6:
@@ -270,13 +276,7 @@ def check_targeted_attack(fn, *, eps: float = 0.2, alpha: float = 0.02, steps: i
     """
     model, x, _ = _tiny_problem(seed)
     target = torch.zeros(len(x), dtype=torch.long)
-    original = x.clone()
-    out = _call(fn, model, x, target, eps=eps, alpha=alpha, steps=steps)
-    if not torch.equal(x, original):
-        raise ExerciseError("your function changed its input x in place; attack a copy (x.clone())")
-    if out.shape != x.shape:
-        raise ExerciseError(f"x_adv has shape {tuple(out.shape)}, but it must have the shape of x, {tuple(x.shape)}")
-    out = out.to(x.dtype)
+    out = _attack(fn, model, x, target, eps=eps, alpha=alpha, steps=steps)
     distance = float((out - x).abs().max())
     if distance > eps + 1e-6:
         raise ExerciseError(f"x_adv leaves the ε-ball: max |x_adv − x| = {distance:.4g} > ε = {eps:g}; after every "
@@ -313,13 +313,7 @@ def check_random_sign_attack(fn, *, eps: float = 0.2, seed: int = 0) -> str:
     uniform noise instead of signs, a missing clamp, one sign for every pixel, the gradient's sign.
     """
     model, x, y = _tiny_problem(seed, n=64)
-    original = x.clone()
-    out = _call(fn, model, x, y, eps=eps)
-    if not torch.equal(x, original):
-        raise ExerciseError("your function changed its input x in place; attack a copy (x.clone())")
-    if out.shape != x.shape:
-        raise ExerciseError(f"x_adv has shape {tuple(out.shape)}, but it must have the shape of x, {tuple(x.shape)}")
-    out = out.to(x.dtype)
+    out = _attack(fn, model, x, y, eps=eps)
     if float(out.min()) < -1e-6 or float(out.max()) > 1 + 1e-6:
         raise ExerciseError(f"x_adv leaves the pixel box: values in [{float(out.min()):.3g}, {float(out.max()):.3g}]; "
                             "clamp the result to [0, 1]")
