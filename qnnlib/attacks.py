@@ -9,7 +9,7 @@ batch, sign step, projection onto the ε-ball, clamp to the box) (Kim, 2020), as
 plain functions. They work on tensors of any shape (N, ...), so the same code attacks pixels
 (``model`` = the network) and features (``model`` = its ``head``, box = the unit feature box).
 
-:func:`minimal_eps` (Chapter 10) bisects the L∞ radius of PGD per image to estimate the smallest
+``minimal_eps`` (Chapter 10) bisects the L∞ radius of PGD per image to estimate the smallest
 ε at which the prediction changes, always witnessed by a real adversarial example.
 
 Guarantees: the model is in eval mode during the attack and its mode is restored afterwards; only

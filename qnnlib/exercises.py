@@ -5,17 +5,17 @@ for), compares it with a closed form or with the library's own implementation, a
 a one-line confirmation or raises :class:`ExerciseError`, whose message says what is wrong and,
 for the usual mistakes, which mistake it looks like.
 
-==============================  ================================================================
-check                           exercises
-==============================  ================================================================
-:func:`check_spreads`           ``ex-01-gaussian``, ``ex-01-tent``, ``ex-01-moving`` (Chapter 1)
-:func:`check_fgsm`              Chapter 2's ``my_fgsm``; any FGSM of your own
-:func:`check_targeted_attack`   ``ex-02-targeted`` (Chapter 2)
-:func:`check_random_sign_attack` ``ex-02-random`` (Chapter 2)
-:func:`check_attack_field`      ``ex-03-fgsm`` (Chapter 3)
-:func:`check_boundary_term`     ``ex-04-linear``, ``ex-04-equality`` (Chapter 4)
-:func:`check_flat_dx`           ``ex-06-flat`` (Chapter 6)
-==============================  ================================================================
+==================================  ================================================================
+check                               exercises
+==================================  ================================================================
+:func:`check_spreads`               ``ex-01-gaussian``, ``ex-01-tent``, ``ex-01-moving`` (Chapter 1)
+:func:`check_fgsm`                  Chapter 2's ``my_fgsm``; any FGSM of your own
+:func:`check_targeted_attack`       ``ex-02-targeted`` (Chapter 2)
+:func:`check_random_sign_attack`    ``ex-02-random`` (Chapter 2)
+:func:`check_attack_field`          ``ex-03-fgsm`` (Chapter 3)
+:func:`check_boundary_term`         ``ex-04-linear``, ``ex-04-equality`` (Chapter 4)
+:func:`check_flat_dx`               ``ex-06-flat`` (Chapter 6)
+==================================  ================================================================
 
 Example, in a chapter notebook::
 

@@ -749,7 +749,7 @@ def plot_epoch_diagnostics(epochs, spaces, *, axes=None, keys=None):
 def plot_face_vs_volume(face, *, ax=None, title=None):
     """B_i from the faces of the box against B_i from the volume form, one pair per coordinate,
     each with ±1 standard-error bars (Chapters 6 and 7). ``face`` is a
-    :class:`~qnnlib.uncertainty.boundary.FaceBoundary`; the coordinates are drawn in the order of
+    ``FaceBoundary`` (``qnnlib.uncertainty.boundary``); the coordinates are drawn in the order of
     their volume-form B_i, so that agreement reads as the face points scattering around them."""
     if ax is None:
         _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.2))

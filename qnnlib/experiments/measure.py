@@ -127,7 +127,7 @@ def label_summary(net: nn.Module, label: int, input_shape: tuple, config: Experi
 def space_summary(net: nn.Module, input_shape: tuple, config: ExperimentConfig, generator) -> dict:
     """Δx, Δp (config's aggregate form) with error bars and diagnostics: the mean over the labels.
 
-    Each label's estimate is :func:`label_summary` (kept under ``per_label``). The class mean of
+    Each label's estimate is ``label_summary`` (kept under ``per_label``). The class mean of
     ``dx``, ``dp``, ``dx_jk``, ``dp_jk`` and of the bound diagnostics is the mean over labels, its
     standard errors combine the labels' (independent points); ``ess``, ``ess_p`` are the smallest,
     ``khat_w``, ``khat_p`` the largest over labels, ``reliable`` is true when every label is, and

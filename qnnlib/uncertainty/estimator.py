@@ -174,7 +174,7 @@ class Moments:
     def aggregate_replicates(self, form: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
         """(Δx, Δp) of :meth:`aggregate` recomputed from each delete-one-group replicate: two (K,) tensors.
 
-        Enough to recompute the jackknife later (:func:`jackknife` with :meth:`aggregate`); empty
+        Enough to recompute the jackknife later (``jackknife`` with ``aggregate``); empty
         for grid quadrature (K = 0).
         """
         k = self.dx_replicates.shape[0]
