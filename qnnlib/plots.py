@@ -157,9 +157,10 @@ def plot_packet(x, psi, p, phi, spreads, *, axes=None, labels=("x", "p"), title=
 
 @styled
 def plot_products(names, products, *, bound=0.5, bound_label="Heisenberg bound 1/2", ax=None,
-                  xlabel=r"$\Delta x\cdot\Delta p$"):
-    """Horizontal bar chart of Δx·Δp (or ``xlabel``'s product) for several shapes, with the lower
-    bound drawn as a line; the legend sits above the axes, clear of the bars and labels."""
+                  xlabel=None):
+    """Horizontal bar chart of Δx·Δp (or ``xlabel``'s product; default label Δx·Δp) for several
+    shapes, with the lower bound drawn as a line; the legend sits above the axes, clear of the bars
+    and labels."""
     if ax is None:
         _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.8 + 0.4 * len(names)))
     positions = np.arange(len(names))
@@ -169,7 +170,7 @@ def plot_products(names, products, *, bound=0.5, bound_label="Heisenberg bound 1
     for y, value in zip(positions, products):
         ax.text(value, y, f" {value:.4f}", va="center")
     ax.set_xlim(0, max(products) * 1.2)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(r"$\Delta x\cdot\Delta p$" if xlabel is None else xlabel)
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return ax
 

@@ -4,7 +4,7 @@ Jupyter Book 1 (through Sphinx) loads MathJax 3 from ``cdn.jsdelivr.net``. The s
 ``make test`` runs on machines without internet, where that load fails and no formula renders,
 so the browser test (``tests/browser/test_browser.py``) could not check the math. ``make`` fetches
 the ``mathjax`` npm package into ``.venv/mathjax/node_modules`` (ignored by git); this script
-writes ``_config.yml`` plus two Sphinx settings that copy it into ``_static/mathjax/`` of the
+writes ``_config.yml`` plus two Sphinx settings that copy it into ``mathjax/`` at the root of the
 HTML output and point ``mathjax_path`` at it. Nothing else changes: the published book
 (``make book``) still reads ``_config.yml`` itself and keeps the CDN.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# Inside MATHJAX_NODE_MODULES; html_static_path copies it to _static/mathjax/es5/.
+# Inside MATHJAX_NODE_MODULES; html_extra_path copies it to mathjax/es5/ at the output's root.
 MATHJAX_ENTRY = "mathjax/es5/tex-mml-chtml.js"
 
 
@@ -31,11 +31,14 @@ def offline_config(node_modules: Path) -> dict:
         raise FileNotFoundError(f"no MathJax at {node_modules / MATHJAX_ENTRY}")
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
-    for key in ("mathjax_path", "html_static_path"):
+    for key in ("mathjax_path", "html_extra_path"):
         if key in sphinx_config:
             raise ValueError(f"_config.yml already sets sphinx.config.{key}; merge it here")
-    sphinx_config["html_static_path"] = [node_modules.as_posix()]
-    sphinx_config["mathjax_path"] = MATHJAX_ENTRY  # relative to _static/ of the output
+    # Copied to the root of the output, not into _static: when the book has a _static folder,
+    # Jupyter Book adds every .js file of every html_static_path entry to every page, and
+    # MathJax's 40-odd bundles loaded together break each other.
+    sphinx_config["html_extra_path"] = [node_modules.as_posix()]
+    sphinx_config["mathjax_path"] = "../" + MATHJAX_ENTRY  # relative to _static/ of the output
     # Jupyter Book resolves local extension folders relative to the config file, which moves.
     local = config["sphinx"].get("local_extensions") or {}
     for name, folder in local.items():

@@ -29,7 +29,7 @@ The pages are served by a local ``http.server`` on a free port (not ``file://``)
 ``--host-resolver-rules`` that make every host except the local server unresolvable, so external
 loads fail the same way with or without internet. MathJax is served from the book: ``make
 strict-book`` builds with ``tools/offline_config.py``, which copies the npm ``mathjax`` package
-into ``_static/mathjax/`` (the published ``make book`` keeps the CDN).
+into ``mathjax/`` at the root of the HTML (the published ``make book`` keeps the CDN).
 
 Needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian packages ``chromium``,
 ``chromium-driver``; ``.ci/run`` installs them). Without them the tests skip, unless
