@@ -391,7 +391,10 @@ def test_page(page, server, driver, screenshots):
 # whose glued figures and values that build could not show; Chapters 7-9 and the appendix not
 # executed): every page met the equation and code checks except the pages listed with them.
 _NOT_CHECKED = set(CHECKS)
-_GLUE_NOT_SHOWN = {"figures", "downscaling", "leftovers"}
+# That build loaded every MathJax bundle at once (the root _static folder made Jupyter Book add
+# them all; fixed in tools/offline_config.py), so no formula rendered and the equation check of
+# Chapters 1-6 measured nothing: it stays pending until a build with working MathJax shows it met.
+_GLUE_NOT_SHOWN = {"figures", "downscaling", "leftovers", "equations"}
 PENDING: dict[str, set[str]] = {
     "book/01_heisenberg": _GLUE_NOT_SHOWN,
     "book/02_conjugate_attacks": _GLUE_NOT_SHOWN,
