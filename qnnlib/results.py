@@ -120,6 +120,7 @@ _LABEL_V2 = {
         "dx_replicates": {"type": "array", "items": _NUMBER},
         "dp_replicates": {"type": "array", "items": _NUMBER},
         "ess": _DIAGNOSTIC, "ess_p": _DIAGNOSTIC, "khat_w": _DIAGNOSTIC, "khat_p": _DIAGNOSTIC,
+        "tail_w": _DIAGNOSTIC, "tail_p": _DIAGNOSTIC,  # optional: runs recorded before TAIL_MIN lack them
         "reliable": {"type": "boolean"}, "warnings": _WARNINGS, "n_samples": {"type": "integer", "minimum": 2},
         "resampled": {"type": "array", "items": {
             "type": "object", "required": ["n_samples", "warnings"],

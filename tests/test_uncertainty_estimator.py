@@ -18,6 +18,7 @@ import qnnlib
 from qnnlib.uncertainty import (
     ESS_MIN,
     KHAT_MAX,
+    TAIL_MIN,
     UnreliableEstimateWarning,
     combine_stderr,
     effective_sample_size,
@@ -29,8 +30,9 @@ from qnnlib.uncertainty import (
     neural_amplitude,
     neural_moments,
     pareto_khat,
+    tail_excess,
 )
-from qnnlib.uncertainty.diagnostics import tail_length
+from qnnlib.uncertainty.diagnostics import tail_length, unreliable_reasons
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -259,6 +261,47 @@ def test_pareto_khat_is_scale_free_and_nan_without_a_tail():
     assert math.isnan(pareto_khat(np.arange(10.0)))  # tail of 2 points: too short to fit
 
 
+def test_tail_excess_counts_average_weights_above_the_threshold():
+    # N − T ones and T = tail_length(N) weights 1 + δ: the excess is Tδ over a mean of 1 + Tδ/N.
+    n, delta = 10_000, 0.01
+    t = tail_length(n)
+    w = np.ones(n)
+    w[:t] += delta
+    assert tail_excess(w) == pytest.approx(math.log(t * delta / (1 + t * delta / n)), rel=1e-9)
+    assert tail_excess(np.log(w) - 700, log=True) == pytest.approx(tail_excess(w), rel=1e-9)
+    assert tail_excess(np.ones(n)) == -math.inf  # a flat tail reaches nowhere
+
+
+def _plateau_weights(k: float, reach: float, n: int = 65_536, seed: int = 0) -> np.ndarray:
+    """Bounded weights in [½, 1] whose 2T largest sit on a plateau 1e-7 wide at 1, the T largest of them
+    above it by GPD(k) spacings reaching ``reach`` (T = ``tail_length(n)``)."""
+    rng = np.random.default_rng(seed)
+    w = 0.5 + 0.5 * rng.random(n)
+    t = tail_length(n)
+    plateau = np.argsort(w)[-2 * t:]
+    w[plateau] = 1.0 - 1e-7 * rng.random(2 * t)
+    x = stats.genpareto(c=k).rvs(size=t, random_state=rng)
+    w[plateau[-t:]] = 1.0 + x * (reach / x.max())
+    return w
+
+
+def test_a_large_khat_counts_only_when_its_tail_can_move_the_estimate():
+    # The feature-space failure of the recorded MNIST runs: Σ_i g_i² bounded, its largest values
+    # on a plateau a few 1e-7 wide plus a few points ~1 % above it. The fit calls that tail
+    # heavy (k̂ ≫ 0.7) although all of it is worth a few hundredths of one average weight.
+    w = _plateau_weights(k=3.0, reach=0.015)
+    khat, tail = pareto_khat(w), tail_excess(w)
+    assert khat > 2 and tail < math.log(TAIL_MIN) - 2
+    ess = effective_sample_size(w)
+    assert ess > 0.8 * w.size  # every other check passes
+    assert any("Pareto" in r for r in unreliable_reasons(ess, ess, khat, khat))  # k̂ alone: flagged
+    assert unreliable_reasons(ess, ess, khat, khat, tail, tail) == []
+    # The same tail shape reaching 1000 average weights above the plateau is flagged.
+    heavy = _plateau_weights(k=3.0, reach=1000 * 0.75 * 65_536 / 100)
+    assert tail_excess(heavy) > math.log(TAIL_MIN) and pareto_khat(heavy) > 2
+    assert any("Pareto" in r for r in unreliable_reasons(1e9, 1e9, pareto_khat(heavy), 0.0, tail_excess(heavy)))
+
+
 # ---------------------------------------------------------------------------------------
 # The warning
 # ---------------------------------------------------------------------------------------
@@ -275,6 +318,7 @@ def test_warning_fires_on_heavy_tailed_weights():
     with pytest.warns(UnreliableEstimateWarning, match="Pareto"):
         m = moments(lambda x: x[:, 0] ** -0.4, (1,), n_samples=20_000, generator=seeded(0), dtype=torch.float64)
     assert m.khat_w > KHAT_MAX and m.summary()["reliable"] is False
+    assert m.tail_w > math.log(TAIL_MIN) + 5  # a genuine heavy tail: e^5 average weights and more
     # l = e^{20x}: ESS = N (∫e^{40x})² / ∫e^{80x} ≈ N/20 = 50 at N = 1000.
     with pytest.warns(UnreliableEstimateWarning, match="ESS"):
         m = moments(lambda x: torch.exp(20 * x[:, 0]), (1,), n_samples=1000, generator=seeded(0), dtype=torch.float64)

@@ -93,7 +93,8 @@ def label_summary(net: nn.Module, label: int, input_shape: tuple, config: Experi
     ``dx_stderr``, ``dp_stderr`` (jackknife standard errors, the error bar of both), the
     delete-one-group replicates ``dx_replicates``, ``dp_replicates`` (enough to recompute the
     jackknife), the bound diagnostics of Chapter 4, ``ess`` (of w = l²), ``ess_p`` (of Σ_i g_i²),
-    ``khat_w``, ``khat_p`` (Pareto k̂), ``reliable``, ``warnings`` (the failed checks of the
+    ``khat_w``, ``khat_p`` (Pareto k̂), ``tail_w``, ``tail_p`` (log tail excess of both, which
+    decides whether a large k̂ counts), ``reliable``, ``warnings`` (the failed checks of the
     estimate kept), ``n_samples`` (points of the estimate kept) and ``resampled`` (the earlier,
     unreliable tries: their N and failed checks). An unreliable estimate is drawn again with
     ``RESAMPLE_FACTOR`` times the points, up to ``RESAMPLE_TRIES`` times.
@@ -120,6 +121,7 @@ def label_summary(net: nn.Module, label: int, input_shape: tuple, config: Experi
         "frac_below_half": summary["frac_below_half"], "min_product": summary["min_product"],
         "mean_boundary": summary["mean_boundary"], "frac_meeting_bound": summary["frac_meeting_bound"],
         "ess": float(m.ess), "ess_p": float(m.ess_p), "khat_w": float(m.khat_w), "khat_p": float(m.khat_p),
+        "tail_w": float(m.tail_w), "tail_p": float(m.tail_p),
         "reliable": not reasons, "warnings": list(reasons), "n_samples": int(m.n_samples), "resampled": resampled,
     }
 

@@ -44,9 +44,11 @@ from .boundary import FaceBoundary, face_boundary_mc, face_boundary_terms
 from .diagnostics import (
     ESS_MIN,
     KHAT_MAX,
+    TAIL_MIN,
     UnreliableEstimateWarning,
     effective_sample_size,
     pareto_khat,
+    tail_excess,
 )
 from .estimator import BOUND_RTOL, FORMS, Moments, combine_stderr, jackknife
 from .grid import RULES, grid_moments, quadrature_nodes, wave_function_grid
@@ -64,8 +66,8 @@ from .wave_function import Amplitude, log_cross_entropy, neural_amplitude
 
 __all__ = [
     "Amplitude", "BOUND_RTOL", "ClassMean", "ESS_MIN", "FORMS", "KHAT_MAX", "Moments", "RULES", "SAMPLERS",
-    "SOBOL_MAX_DIM", "UnreliableEstimateWarning", "combine_stderr", "default_batch_size", "effective_sample_size",
+    "SOBOL_MAX_DIM", "TAIL_MIN", "UnreliableEstimateWarning", "combine_stderr", "default_batch_size", "effective_sample_size",
     "FaceBoundary", "face_boundary_mc",
     "jackknife", "log_cross_entropy", "pareto_khat", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
-    "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "wave_function_grid",
+    "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "tail_excess", "wave_function_grid",
 ]

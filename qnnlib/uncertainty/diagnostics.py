@@ -12,11 +12,19 @@ numbers say when (Chapter 5):
   means infinite variance of the weights, and k̂ > 0.7 means the estimate converges too slowly
   to be usable at any practical N.
 
+The k̂ check is skipped when the tail it describes cannot move the estimate: bounded weights
+whose largest values pile up just below a maximum (a plateau, as |∇ψ|² has where a softmax
+output crosses ½) give exceedances that look heavy-tailed to the fit — k̂ of 1 to 9 with an ESS
+close to N — although the whole tail exceeds its threshold by less than one average weight
+(``tail_excess``; ``TAIL_MIN``). Truncating such a tail at its threshold, as truncated importance
+sampling does (Ionides 2008), changes the estimate by less than one more sample would.
+
 ``UnreliableEstimateWarning`` is raised (a ``RuntimeWarning``; filter it with
 ``warnings.filterwarnings("ignore", category=UnreliableEstimateWarning)``) when an estimate
 fails either check.
 
-References: J. Zhang and M. A. Stephens, "A new and efficient estimation method for the
+References: E. L. Ionides, "Truncated importance sampling", J. Comput. Graph. Stat. 17(2),
+295–311 (2008); J. Zhang and M. A. Stephens, "A new and efficient estimation method for the
 generalized Pareto distribution", Technometrics 51(3), 316–325 (2009); A. Vehtari, D. Simpson,
 A. Gelman, Y. Yao and J. Gabry, "Pareto smoothed importance sampling", JMLR 25(72), 1–58 (2024),
 arXiv:1507.02646.
@@ -45,6 +53,15 @@ Vehtari et al. (2024) show that the sample size needed for a useful estimate gro
 10^{1/(1−k)} (about 2,000 at k = 0.7, 10^10 at k = 0.9), so beyond 0.7 no practical N helps,
 while the k̂ of the Zhang–Stephens fit remains a reliable diagnostic there; for k between ½ and
 0.7 the variance of the weights is infinite but the estimate still converges, slowly. qnnlib adopts 0.7."""
+
+
+TAIL_MIN = 1.0
+"""Smallest tail excess (``tail_excess``, in average weights) at which a large Pareto k̂ counts.
+
+Below it, the largest ``tail_length(N)`` weights exceed the next one by less than one average
+weight in all: truncating them there (Ionides 2008) moves the ratio estimate less than adding or
+removing one typical point, whatever shape a fit gives the tail. Genuinely heavy tails (k > ½)
+carry a large share of the total weight in their largest values, far above this."""
 
 
 class UnreliableEstimateWarning(RuntimeWarning):
@@ -121,6 +138,34 @@ def _khat_from_top(top_log: torch.Tensor, n: int) -> float:
     return _gpd_shape(np.ascontiguousarray(x))
 
 
+def _tail_excess_from_top(top_log: torch.Tensor, n: int, log_total: float) -> float:
+    """``tail_excess`` from the largest ``tail_length(n) + 1`` log-weights and log Σ w of all n."""
+    t = tail_length(n)
+    top = top_log.to(torch.float64).sort(descending=True).values[: t + 1]
+    if top.numel() < t + 1 or top[0] == -math.inf or not math.isfinite(log_total):
+        return math.nan
+    excess = ((top[:t] - top[0]).exp() - (top[t] - top[0]).exp()).sum()
+    return float(excess.log() + top[0] - log_total + math.log(n)) if excess > 0 else -math.inf
+
+
+def tail_excess(weights, *, log: bool = False) -> float:
+    """How far the tail that Pareto k̂ is fitted to reaches above its threshold, in average weights.
+
+    ``log(Σ_{j<T} (w_(j) − w_(T)) / mean w)`` over the T = ``tail_length(N)`` largest weights
+    w_(0) ≥ … ≥ w_(T−1) and the next one w_(T): the log of how many average weights truncating the
+    tail at its threshold would remove (−inf if the tail is flat, nan with too few weights).
+    Below log ``TAIL_MIN`` = 0 the k̂ check is not applied (``unreliable_reasons``): such a tail cannot
+    move the estimate by as much as one sample. ``log=True`` takes log-weights.
+    """
+    lw = _as_log_weights(weights, log)
+    n = lw.numel()
+    top = lw.max()
+    if top == -math.inf:
+        return math.nan
+    log_total = float(top + (lw - top).exp().sum().log())
+    return _tail_excess_from_top(lw.topk(min(tail_length(n) + 1, n)).values, n, log_total)
+
+
 def pareto_khat(weights, *, log: bool = False) -> float:
     """Pareto k̂ of the upper tail of N non-negative weights (PSIS diagnostic, Chapter 5).
 
@@ -135,16 +180,19 @@ def pareto_khat(weights, *, log: bool = False) -> float:
     return _khat_from_top(lw.topk(min(tail_length(lw.numel()) + 1, lw.numel())).values, lw.numel())
 
 
-def unreliable_reasons(ess_w: float, ess_p: float, khat_w: float, khat_p: float) -> list[str]:
+def unreliable_reasons(ess_w: float, ess_p: float, khat_w: float, khat_p: float,
+                       tail_w: float = math.nan, tail_p: float = math.nan) -> list[str]:
     """Which of the reliability checks (ESS, Pareto k̂) an estimate fails, as short phrases (empty when it passes).
 
-    nan values (no tail to fit, or all-zero weights) fail no check.
+    ``tail_w``, ``tail_p``: the ``tail_excess`` (log, in average weights) of the two weight sets; a
+    k̂ above ``KHAT_MAX`` counts only when its tail's excess is at least ``TAIL_MIN`` (or unknown,
+    nan). nan ESS or k̂ values (no tail to fit, or all-zero weights) fail no check.
     """
     reasons = []
     for name, ess in (("ESS of w = l²", ess_w), ("ESS of Σ_i g_i²", ess_p)):
         if ess < ESS_MIN:
             reasons.append(f"{name} = {ess:.3g} < {ESS_MIN}")
-    for name, khat in (("Pareto k̂ of w", khat_w), ("Pareto k̂ of Σ_i g_i²", khat_p)):
-        if khat > KHAT_MAX:
+    for name, khat, tail in (("Pareto k̂ of w", khat_w, tail_w), ("Pareto k̂ of Σ_i g_i²", khat_p, tail_p)):
+        if khat > KHAT_MAX and not tail < math.log(TAIL_MIN):
             reasons.append(f"{name} = {khat:.2f} > {KHAT_MAX}")
     return reasons

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .diagnostics import _khat_from_top, tail_length, unreliable_reasons
+from .diagnostics import _khat_from_top, _tail_excess_from_top, tail_length, unreliable_reasons
 from .wave_function import _one_thread
 
 FORMS = ("paper", "rss")
@@ -96,6 +96,9 @@ class Moments:
     khat_w, khat_p
         Pareto k̂ of the upper tails of w and v (``pareto_khat``; nan
         for grids and for fewer than 5 distinct tail values)
+    tail_w, tail_p
+        ``tail_excess`` of w and v: log of how many average weights their k̂ tails reach above
+        the tail's threshold (a k̂ above 0.7 counts only from log ``TAIL_MIN`` = 0 on; nan for grids)
     n_samples
         number of points the amplitude was evaluated at
     sampler
@@ -134,6 +137,8 @@ class Moments:
     ess_p: float = math.nan
     khat_w: float = math.nan
     khat_p: float = math.nan
+    tail_w: float = math.nan
+    tail_p: float = math.nan
     log_norm2: float = math.nan
     box: tuple = None
 
@@ -160,7 +165,7 @@ class Moments:
         """
         if self.sampler == "grid":
             return []
-        return unreliable_reasons(self.ess, self.ess_p, self.khat_w, self.khat_p)
+        return unreliable_reasons(self.ess, self.ess_p, self.khat_w, self.khat_p, self.tail_w, self.tail_p)
 
     def aggregate(self, form: str = "paper") -> tuple[float, float]:
         """(Δx, Δp) over all coordinates, plain ratio estimates.
@@ -211,7 +216,7 @@ class Moments:
         Δx_iΔp_i ≥ ``|1 − B_i|/2``), ``dx_paper``, ``dp_paper``, ``dx_rss``, ``dp_rss`` (plain),
         ``dx_paper_jk``, ``dp_paper_jk``, ``dx_rss_jk``, ``dp_rss_jk`` (jackknife-corrected),
         ``dx_paper_stderr``, ``dp_paper_stderr``, ``dx_rss_stderr``, ``dp_rss_stderr`` (jackknife
-        standard errors of both), ``ess``, ``ess_p``, ``khat_w``, ``khat_p``, ``reliable``
+        standard errors of both), ``ess``, ``ess_p``, ``khat_w``, ``khat_p``, ``tail_w``, ``tail_p``, ``reliable``
         (no reliability check failed), ``n_samples``.
         """
         product = self.product.flatten()
@@ -227,7 +232,7 @@ class Moments:
             out[f"dx_{form}_jk"], out[f"dp_{form}_jk"] = self.aggregate_jk(form)
             out[f"dx_{form}_stderr"], out[f"dp_{form}_stderr"] = self.aggregate_stderr(form)
         out.update(ess=self.ess, ess_p=self.ess_p, khat_w=self.khat_w, khat_p=self.khat_p,
-                   reliable=not self.unreliable, n_samples=self.n_samples)
+                   tail_w=self.tail_w, tail_p=self.tail_p, reliable=not self.unreliable, n_samples=self.n_samples)
         return out
 
 
@@ -367,6 +372,8 @@ def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str, 
 
     total_v = sums.v.sum()
     log_norm2 = sums.shift + math.log(total_w)
+    log_norm_w = log_norm2  # log Σ q w and log Σ q v, on the scale of the kept top log-weights
+    log_norm_v = sums.shift + math.log(total_v) if total_v > 0 else math.nan
     if sampler != "grid":  # N² = |Ω| · mean w; quadrature weights already carry the volume
         log_norm2 += math.prod(shape) * math.log(box[1] - box[0]) - math.log(n_samples)
     return Moments(
@@ -383,6 +390,8 @@ def _finish_sums(sums: _Sums, input_shape: tuple, n_samples: int, sampler: str, 
         ess_p=float(total_v**2 / sums.vv.sum()) if total_v > 0 else math.nan,
         khat_w=_khat_from_top(sums.top_w, n_samples) if sums.keep else math.nan,
         khat_p=_khat_from_top(sums.top_v, n_samples) if sums.keep else math.nan,
+        tail_w=_tail_excess_from_top(sums.top_w, n_samples, log_norm_w) if sums.keep else math.nan,
+        tail_p=_tail_excess_from_top(sums.top_v, n_samples, log_norm_v) if sums.keep else math.nan,
         log_norm2=log_norm2,
         box=(float(box[0]), float(box[1])),
     )
