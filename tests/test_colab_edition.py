@@ -7,6 +7,7 @@ it), checked against what the HTML book shows and against MyST-NB's own formatti
 
 import ast
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -198,8 +199,9 @@ def test_cli_without_a_build_prints_one_line_and_exits_2(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 EXECUTED = BUILD / "jupyter_execute" / "book"
-needs_build = pytest.mark.skipif(not (sorted(EXECUTED.glob("*.ipynb")) and (BUILD / "html" / "index.html").exists()),
-                                 reason="no executed build in _build/ (make test or make book writes it)")
+needs_build = pytest.mark.skipif(
+    os.environ.get("QNNLIB_NO_BUILD") == "1" or not (sorted(EXECUTED.glob("*.ipynb")) and (BUILD / "html" / "index.html").exists()),
+    reason="no finished executed build in _build/ (make book writes one; make colab-check runs these after make test's)")
 # What a reader must never see as raw text in Colab.
 MYST_SYNTAX = ("{glue", "{cite", "{numref", "{doc}", "{ref}", "{prf:", "{exercise", "{solution",
                "{note", "{eq}", "{math}", "```{", ":::")
