@@ -90,6 +90,8 @@ _FINAL = {
         "n_test": {"type": "integer", "minimum": 1},
         "sweep": {"type": "object", "required": ["eps", "pixel", "feature"],
                   "properties": {key: {"type": "array", "items": _FRACTION} for key in ("eps", "pixel", "feature")}},
+        # optional (runs recorded before it have it added by add_feature_scale): the final network's feature box
+        "feature_scale": {"type": "array", "minItems": 1, "items": {"type": "number", "minimum": 0}},
     },
 }
 SCHEMA_V1 = {

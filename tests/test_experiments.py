@@ -235,11 +235,37 @@ def test_fast_mode_runs_the_real_pipeline_end_to_end(tmp_path):
     assert recorded.series("dp", "pixel").shape == (2,) and "epoch1_embedding" in recorded.snapshots
 
 
-def test_final_weights_reproduce_the_recorded_final_accuracy(synthetic, tmp_path):
+def test_final_weights_and_feature_box_reproduce_the_recorded_final_network(synthetic, tmp_path):
     path = experiments.run("mnist-cnn3", out=tmp_path, progress=False, **TINY)
     weights = experiments.weights_path(path)
     assert weights.exists() and weights.name == "mnist-cnn3.weights.pt"
     recorded = experiments._recorded(path)
+    # The stored feature box is the one the training images give, and rebuilds the same head.
+    train_set, _ = namespace["datasets"](experiments.make_config("mnist-cnn3", **TINY))
+    computed = experiments.feature_space(experiments.final_model(recorded), train_set.x)
+    stored = experiments.feature_space_of(recorded)
+    # (equal up to float32 rounding: the run's network computed them in its own memory layout)
+    torch.testing.assert_close(stored.scale, computed.scale, rtol=1e-5, atol=0)
+    assert torch.equal(stored.active, computed.active)
+    u = torch.rand(7, int(stored.active.sum()), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(stored.head(u), computed.head(u), rtol=1e-5, atol=1e-6)
+    # A record made without it: the page cannot build the box without images; add_feature_scale
+    # stores the same values once and says so in the provenance.
+    record = results.read_results(path)
+    del record["final"]["feature_scale"]
+    results.write_json(path, record)
+    with pytest.raises(ValueError, match="x_train"):
+        experiments.feature_space_of(experiments._recorded(path))
+    experiments.add_feature_scale(path)
+    again = results.read_results(path)
+    torch.testing.assert_close(torch.tensor(again["final"]["feature_scale"], dtype=torch.float32), computed.scale,
+                               rtol=1e-5, atol=0)
+    assert again["provenance"]["feature_scale_added"]["dataset"]["identity"] == "synthetic bands"
+    model = experiments.final_model(recorded)
+    with pytest.raises(ValueError, match="exactly one"):
+        experiments.feature_space(model)
+    with pytest.raises(ValueError, match="scale must hold"):
+        experiments.feature_space(model, scale=[1.0, 2.0])
     (tmp_path / "mnist-cnn3.ckpt.pt").unlink()  # the weights file alone must be enough
     model = experiments.final_model(recorded)
     assert not model.training

@@ -24,10 +24,11 @@ from .measure import (
     label_summary, logit_scale, space_summary, strong_robust_accuracy,
 )
 from .store import RunFiles, RunLocked
-from .runner import _datasets, _device, export_weights, redo_final, run
+from .runner import _datasets, _device, add_feature_scale, export_weights, redo_final, run
 from .recorded import (
     RECORDED_MINUTES, RECORDED_SUFFIXES, RESULTS_URL_ENV, TRAINING_MARKER, RecordedRun, RecordedRunUnavailable,
-    _recorded, _recorded_path, book_runs, book_runs_note, data_check, final_model, how_to_compute, in_checkout,
+    _recorded, _recorded_path, book_runs, book_runs_note, data_check, feature_space_of, final_model, how_to_compute,
+    in_checkout,
     load_or_run, load_snapshots, recorded, reliable_epochs, show, weights_path,
 )
 
@@ -38,4 +39,5 @@ __all__ = [
     "RECORDED_SUFFIXES", "RESULTS_URL_ENV", "RecordedRun", "book_runs", "book_runs_note", "final_model",
     "load_or_run", "load_snapshots", "recorded", "show", "weights_path", "RECORDED_MINUTES", "TRAINING_MARKER",
     "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout", "reliable_epochs",
+    "add_feature_scale", "feature_space_of",
 ]

@@ -53,10 +53,24 @@ class FeatureSpace:
         return (features[:, self.active] / self.scale[self.active]).clamp(0.0, 1.0)
 
 
-def feature_space(model: nn.Module, x_train: torch.Tensor, *, batch_size: int | None = None) -> FeatureSpace:
-    """Build the unit feature box of ``model`` from the training images (Chapter 8)."""
-    features = _features(model, x_train, batch_size=batch_size)
-    scale = features.max(dim=0).values
+def feature_space(model: nn.Module, x_train: torch.Tensor | None = None, *, scale=None,
+                  batch_size: int | None = None) -> FeatureSpace:
+    """Build the unit feature box of ``model`` (Chapter 8).
+
+    Either from the training images ``x_train`` (the per-coordinate maximum of their features is
+    the box's scale), or from that ``scale`` itself, as the final block of a results file keeps it
+    (``final["feature_scale"]``), which spares passing the training set through the network again.
+    """
+    if (x_train is None) == (scale is None):
+        raise ValueError("feature_space needs exactly one of x_train (training images) and scale "
+                         "(the stored per-coordinate maximum of their features)")
+    if scale is None:
+        scale = _features(model, x_train, batch_size=batch_size).max(dim=0).values
+    else:
+        scale = torch.as_tensor(scale, dtype=model.fc.weight.dtype).flatten()
+        if scale.numel() != model.fc.in_features or not bool(torch.isfinite(scale).all() and (scale >= 0).all()):
+            raise ValueError(f"scale must hold {model.fc.in_features} finite values ≥ 0 (one per feature "
+                             f"of the network), got {scale.numel()} values")
     active = scale > 0
     linear = nn.Linear(int(active.sum()), model.fc.out_features)
     with torch.no_grad():
@@ -293,6 +307,8 @@ def final_evaluation(model, train_set, test, config: ExperimentConfig) -> dict:
             )
     return {"attack": f"PGD-{config.strong_steps}, alpha = 2.5 eps/steps, {config.strong_restarts} restarts",
             "n_test": n, "test_subset": "seeded random subset (evaluation_subset)",
-            "classes": int(torch.unique(y).numel()), "sweep": sweep}
+            "classes": int(torch.unique(y).numel()), "sweep": sweep,
+            # the final network's feature box (feature_space(model, scale=...) rebuilds it)
+            "feature_scale": space.scale.tolist()}
 
 

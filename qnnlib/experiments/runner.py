@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import results, train
+from .. import models, results, train
 from ..data import load_dataset, subset
 from . import store
 from .configs import RUNS_DIR, ExperimentConfig, _check_config, build_model, config_of, configure
-from .measure import _generator, _snapshot, final_evaluation, measure_epoch
+from .measure import _generator, _snapshot, feature_space, final_evaluation, measure_epoch
 
 
 def redo_final(results_json: Path | str, *, device=None) -> Path:
@@ -64,6 +64,40 @@ def _redo_final(path: Path, record: dict, config: ExperimentConfig, device) -> P
     record["provenance"]["final_redone"] = {"at": here["started"], "git_commit": here["git_commit"],
                                             "device": here["device"], "seconds": final["seconds"]}
     results.write_json(path, record)
+    return path
+
+
+def add_feature_scale(results_json: Path | str, *, device=None) -> Path:
+    """Store the final network's feature box in a finished run recorded without it (``final["feature_scale"]``).
+
+    The scale is the per-coordinate maximum of the final network's features over the run's
+    training images: a function of the final weights and the data, recomputed here, so that pages
+    rebuild the box with :func:`feature_space` (``scale=``) instead of passing the training set
+    through the network again. Nothing else in the record changes; ``provenance.feature_scale_added``
+    says when, with which commit and on which data. A record that has the scale is left as it is.
+    """
+    path = Path(results_json)
+    device = _device(device)
+    record = results.read_results(path)
+    if "final" not in record:
+        raise results.ResultsError(f"{path} is unfinished: it has no final evaluation to add the feature box to")
+    if "feature_scale" in record["final"]:
+        return path
+    config = config_of(record)
+    with store.locked(store.RunFiles.of(path)):
+        from .recorded import _recorded, final_model  # recorded.py imports this module
+
+        model = final_model(_recorded(path)).to(device)
+        train_set, _ = _datasets(config)
+        clock = time.perf_counter()
+        with models.evaluation(model):
+            scale = feature_space(model, train_set.x).scale
+        here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
+        record["final"]["feature_scale"] = scale.tolist()
+        record["provenance"]["feature_scale_added"] = {
+            "at": here["started"], "git_commit": here["git_commit"], "device": here["device"],
+            "dataset": here["dataset"], "seconds": time.perf_counter() - clock}
+        results.write_json(path, record)
     return path
 
 
