@@ -155,16 +155,16 @@ def train_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, *, batch_siz
     between epochs (each epoch gets its own seeded generator there). With ``augment``, every batch
     goes through :func:`augment_batch` (random crop and flip) with the same generator.
 
-    Adversarial training (Madry et al., 2018; SPEC §8, Chapter 10): with ``adv_eps`` > 0 every
+    Adversarial training (Madry et al., 2018): with ``adv_eps`` > 0 every
     batch (after augmentation) is replaced by its PGD adversarial examples before the step,
 
         min_θ E_(x,y) max_{‖δ‖∞ ≤ ε, x+δ ∈ [0,1]^M} CE(f_θ(x + δ), y),
 
     the inner maximum approximated by :func:`qnnlib.attacks.pgd` with ε = ``adv_eps``, step
     α = ``adv_alpha`` > 0, ``adv_steps`` ≥ 1 steps and a uniform random start (drawn from
-    ``generator`` on a CPU, so a seeded run repeats). The attack runs in eval mode (SPEC §4); the
-    loss and accuracy returned are then those on the adversarial batches. ``adv_eps`` = 0 (the
-    default) is natural training and draws nothing extra from ``generator``.
+    ``generator`` on a CPU, so a seeded run repeats). The attack runs in eval mode, as every attack
+    of the book does; the loss and accuracy returned are then those on the adversarial batches.
+    ``adv_eps`` = 0 (the default) is natural training and draws nothing extra from ``generator``.
 
     Returns ``{"train_loss", "train_acc", "seconds"}``: means over the epoch's samples, as run.
     Raises ``FloatingPointError`` after an epoch whose loss was NaN or inf (lower ``lr``).

@@ -24,8 +24,9 @@ RUNS_DIR = Path("runs")
 class ExperimentConfig:
     """Every setting of a run; stored in full in its results file.
 
-    Defaults follow SPEC §4 (Adam 1e-3, batch 128, 50 epochs, PGD ε = 8/255, α = 2/255, 4 steps
-    for the per-epoch curves of Fig. 2; PGD ε = 0.1, α = 0.025, 4 steps for the Fig. 1 snapshots).
+    Defaults follow the paper's experiments (Chapter 6): Adam 1e-3, batch 128, 50 epochs, PGD
+    ε = 8/255, α = 2/255, 4 steps for the per-epoch curves of Fig. 2; PGD ε = 0.1, α = 0.025,
+    4 steps for the Fig. 1 snapshots.
     """
 
     name: str
@@ -58,7 +59,7 @@ class ExperimentConfig:
     strong_steps: int = 20
     strong_restarts: int = 3
     final_size: int = 2000
-    # PGD adversarial training (Madry et al., 2018; SPEC §8, Chapter 10): every training batch is
+    # PGD adversarial training (Madry et al., 2018; SPEC §8): every training batch is
     # replaced by PGD(ε = adv_eps, α = adv_alpha, adv_steps steps, random start). adv_eps = 0 is
     # natural training (then adv_alpha and adv_steps must stay 0).
     adv_eps: float = 0.0

@@ -387,12 +387,9 @@ def test_page(page, server, driver, screenshots):
 # _build/screenshots/presentation.txt without failing. Remove an entry once the page meets the
 # check (the report says "now met: remove from PENDING"); QNNLIB_PRESENTATION_STRICT=1 ignores
 # this list.
-# Measured at 09:46 on a full fast strict build of main at ef0dda0, with MathJax rendering:
-# every page meets every check except these.
-PENDING: dict[str, set[str]] = {
-    "book/08_pixels_vs_features": {"code"},  # the exact feature-robustness function, 17 lines
-    "book/api": {"leftovers"},  # "SPEC §" in docstrings of qnnlib.train and qnnlib.experiments.configs
-}
+# Every page meets every check (the last exceptions, Chapter 8's 17-line code cell and "SPEC §"
+# in two docstrings of the API page, were fixed on 7 December); keep the mechanism for new pages.
+PENDING: dict[str, set[str]] = {}
 
 _findings: dict[tuple[str, int], dict[str, list[str]]] = {}
 
