@@ -170,7 +170,7 @@ def graded(built, tmp_path_factory):
     (folder / "notes.txt").write_text("my answers are in the PDF")
     out = tmp_path_factory.mktemp("graded")
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "assignments.py"), "grade", str(folder),
-                             "--out", str(out), "--assignments", str(built), "--timeout", "90", "--jobs", "3"],
+                             "--out", str(out), "--assignments", str(built), "--timeout", "90", "--jobs", "2"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     with open(out / "grades.csv") as handle:
@@ -298,3 +298,22 @@ def test_student_notebooks_hold_no_myst_that_colab_would_show_raw(built):
         nb = nbformat.read(built / "student" / f"{stem}.ipynb", as_version=4)
         assert [leftover_syntax(c.source) for c in nb.cells if c.cell_type == "markdown"] == \
             [[] for c in nb.cells if c.cell_type == "markdown"], stem
+
+
+def test_a_kernel_that_did_not_start_is_graded_once_more_and_nothing_else_is(monkeypatch, tmp_path):
+    calls = []
+
+    def otter(submission, autograder, timeout):
+        calls.append(submission)
+        if len(calls) == 1:
+            return None, "grading failed (exit 1): RuntimeError: Kernel didn't respond in 60 seconds"
+        return {"tests": []}, "graded"
+
+    monkeypatch.setattr(assignments, "run_otter", otter)
+    monkeypatch.setattr(assignments, "assignment_of", lambda path: ("01_heisenberg", "graded"))
+    row, _ = assignments.grade_one(tmp_path / "a.ipynb", tmp_path, 10)
+    assert row["status"] == "graded" and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(assignments, "run_otter", lambda *a: (calls.append(a), (None, "timed out after 10 s"))[1])
+    row, _ = assignments.grade_one(tmp_path / "a.ipynb", tmp_path, 10)
+    assert row["status"] == "timed out after 10 s" and len(calls) == 1

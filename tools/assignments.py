@@ -274,6 +274,11 @@ def assignment_of(path: Path) -> tuple[str | None, str]:
     return name, "graded"
 
 
+# What otter reports when the notebook's kernel did not start within its 60 s (on a loaded
+# machine): the submission is graded once more before that counts as its result.
+KERNEL_DID_NOT_START = "Kernel didn't respond"
+
+
 def run_otter(submission: Path, autograder: Path, timeout: float) -> tuple[dict | None, str]:
     """Grade one notebook with ``otter run`` in its own process group; (results, status)."""
     with tempfile.TemporaryDirectory() as work:
@@ -319,6 +324,8 @@ def grade_one(path: Path, autograders: Path, timeout: float) -> tuple[dict, dict
     results = None
     if stem is not None:
         results, status = run_otter(path, autograders / f"{stem}.zip", timeout)
+        if results is None and KERNEL_DID_NOT_START in status:  # a busy machine, not the submission: once more
+            results, status = run_otter(path, autograders / f"{stem}.zip", timeout)
     row = {"student": path.stem, "assignment": stem or "", "status": status}
     if results is not None:
         scores = {t["name"]: t["score"] for t in results.get("tests", []) if "score" in t}
