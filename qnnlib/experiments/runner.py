@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import models, results, train
+from .. import results, train
 from ..data import load_dataset, subset
 from . import store
 from .configs import RUNS_DIR, ExperimentConfig, _check_config, build_model, config_of, configure
@@ -90,8 +90,7 @@ def add_feature_scale(results_json: Path | str, *, device=None) -> Path:
         model = final_model(_recorded(path)).to(device)
         train_set, _ = _datasets(config)
         clock = time.perf_counter()
-        with models.evaluation(model):
-            scale = feature_space(model, train_set.x).scale
+        scale = feature_space(model, train_set.x).scale  # _features evaluates in eval mode
         here = results.provenance(device=device, dataset=train_set, seed=config.seed, started=results.now())
         record["final"]["feature_scale"] = scale.tolist()
         record["provenance"]["feature_scale_added"] = {
