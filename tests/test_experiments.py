@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -504,9 +505,11 @@ def test_a_kill_during_no_resume_never_resumes_the_old_run(quick, tmp_path, monk
         points = _mutations(m)
         experiments.run("mnist-cnn3", out=tmp_path / "count", progress=False, resume=False, **short)
     assert [kind for kind, _ in points][:4] == ["delete"] * 4 and points[0][1] == "mnist-cnn3.ckpt.pt"
+    finished_old = tmp_path / "old"
+    experiments.run("mnist-cnn3", out=finished_old, progress=False, **old)
     for k in range(1, len(points) + 1):
         folder = tmp_path / f"kill{k}"
-        experiments.run("mnist-cnn3", out=folder, progress=False, **old)
+        shutil.copytree(finished_old, folder)
         with monkeypatch.context() as m:
             _mutations(m, kill_at=k)
             with pytest.raises(Killed):
@@ -675,7 +678,7 @@ def test_a_flat_wave_function_has_the_uniform_spreads():
     torch.nn.init.zeros_(model.fc.weight)
     torch.nn.init.zeros_(model.fc.bias)
     for form in ("paper", "rss"):
-        config = experiments.make_config("cifar-resnet8", fast=True, mc_samples=4096, labels="3,8", aggregate_form=form)
+        config = experiments.make_config("cifar-resnet8", fast=True, mc_samples=1024, labels="3,8", aggregate_form=form)
         summary = experiments.space_summary(model, (3, 32, 32), config, torch.Generator().manual_seed(0))
         m = 3 * 32 * 32
         expected = (m / 12 ** 0.5) ** 0.5 if form == "paper" else (m / 12) ** 0.5
