@@ -86,7 +86,7 @@ def test_plan_runs_chapter_8_restart_on_other_data_and_students_once_longest_fir
     kernels = {path.name: [(phase, kernel) for _, phase, kernel, _ in todo] for path, todo in runs.items() if path in chapters}
     assert kernels["08_pixels.ipynb"] == [("first run", "colab-fast"), ("restart", "colab-fast-official")]
     assert kernels["06_mnist.ipynb"] == [("first run", "colab-fast"), ("first run", "colab-full"),
-                                         ("restart", "colab-fast"), ("restart", "colab-full")]
+                                         ("restart", "colab-fast")]
     assert [(phase, expect) for _, phase, _, expect in runs[students[0]]] == [("first run", colab_check.student_problems)]
     same = colab_check.plan(chapters, [], restart=True, other_data=False)
     assert [kernel for _, _, kernel, _ in same[chapters[2]]] == ["colab-fast", "colab-fast"]

@@ -12,8 +12,8 @@ The reader's machine, simulated offline:
 - the notebook copied into a temporary folder outside the repository, and ``PYTHONPATH`` unset.
 
 Every chapter runs top to bottom in fast mode (``QNNLIB_FAST=1``), Chapter 6 also in full mode;
-then all of them again in the same environments, qnnlib already installed, in a new kernel (the
-restart that the install asks for). In that restart pass Chapter 8 reads CIFAR-10 in the
+then all of them again in fast mode in the same environments, qnnlib already installed, in a new
+kernel (the restart that the install asks for). In that restart pass Chapter 8 reads CIFAR-10 in the
 official layout, with images that differ from the JPEG copy the recorded runs used (written by
 ``tools/official_layout.py``, which also tells torchvision their md5s in that kernel only): it
 must run to the end and say which data it used. With ``--students``, every assignment notebook
@@ -261,7 +261,10 @@ def plan(chapters: list[Path], students: list[Path], *, restart: bool, other_dat
         if path.name.startswith(FULL_MODE_TOO):
             todo.append((f"{path.stem} (full mode)", "first run", "colab-full", None))
         if restart:
-            for name, phase, kernel, _ in list(todo):
+            # The restart pass runs fast mode only: what a restart can lose (the results URL, the
+            # installed package) both modes read the same way, and in fast mode a lost URL shows as
+            # the tiny runs' "training started" line just as a full-mode run would retrain.
+            for name, phase, kernel, _ in [t for t in todo if t[2] == "colab-fast"]:
                 data = next((s for p, s in OTHER_DATA.items() if path.name.startswith(p)), None)
                 if data and other_data and kernel == "colab-fast":
                     todo.append((name, "restart", "colab-fast-official", _says(data)))
