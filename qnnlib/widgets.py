@@ -6,9 +6,14 @@ ipywidgets is imported inside each function, so importing qnnlib never needs it.
 
 Static fallback: without ipywidgets each explorer warns and returns the static figure for its
 default settings instead of the controls. With ipywidgets but no widget frontend (plain Python, a
-static notebook render) the container is built as usual; its figures go through
-``IPython.display.display`` (text ``<Figure ...>`` outside a kernel) and are closed, so they work
-with every matplotlib backend, Agg included.
+static notebook render) the container is built as usual.
+
+Each explorer draws into an ``Image`` widget (the figure as PNG bytes, then closed, so every
+matplotlib backend works, Agg included), never into an ``Output`` widget: a notebook executed by
+nbclient (a book build, nbval, the Colab check, otter's grading) imitates a frontend's Output
+widget by sending messages to the kernel on the channel where it is waiting for the cell's reply,
+and now and then that reply never arrives (jupyter/nbclient#312). A book build waited on Chapter
+2's explorer that way for as long as it was left. An image is plain widget state.
 """
 
 from __future__ import annotations
@@ -27,13 +32,21 @@ def _ipywidgets():
     return ipywidgets
 
 
-def _show(fig) -> None:
-    """Display and close ``fig``: works with every backend (plt.show(fig) fails under Agg)."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+def _png(fig) -> bytes:
+    """``fig`` as PNG bytes (the book's resolution), then closed: works with every backend."""
+    import io
 
-    display(fig)
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    return buffer.getvalue()
+
+
+def _canvas(widgets):
+    """An Image widget for the explorer's figure, scaled down to the width of the page if wider."""
+    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
 
 # ---------------------------------------------------------------------------------------
 # Chapter 1 — Heisenberg's relation
@@ -61,17 +74,15 @@ def packet_explorer(x):
     shape = widgets.Dropdown(options=sorted(quantum.PACKETS), value="gaussian", description="shape")
     width = widgets.FloatSlider(value=1.0, min=0.3, max=3.0, step=0.05, description="width Δx")
     k0 = widgets.FloatSlider(value=0.0, min=-5.0, max=5.0, step=0.25, description="k₀")
-    out = widgets.Output()
+    canvas = _canvas(widgets)
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            _show(figure(shape.value, width.value, k0.value))
+        canvas.value = _png(figure(shape.value, width.value, k0.value))
 
     for control in (shape, width, k0):
         control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox([shape, width, k0]), out])
+    return widgets.VBox([widgets.HBox([shape, width, k0]), canvas])
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,17 +125,15 @@ def attack_explorer(model, x, y, *, eps_max=0.3, steps=10, classes=None, n=6):
         return figure("PGD", min(0.1, eps_max))
     eps = widgets.FloatSlider(value=min(0.1, eps_max), min=0.0, max=eps_max, step=0.01, description="ε")
     method = widgets.ToggleButtons(options=["FGSM", "PGD"], value="PGD", description="attack")
-    out = widgets.Output()
+    canvas = _canvas(widgets)
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            _show(figure(method.value, eps.value))
+        canvas.value = _png(figure(method.value, eps.value))
 
     for control in (eps, method):
         control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox([method, eps]), out])
+    return widgets.VBox([widgets.HBox([method, eps]), canvas])
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,20 +194,18 @@ def monte_carlo_explorer(problems, *, references=None, sizes=(256, 512, 1024, 20
     sampler = widgets.ToggleButtons(options=["uniform", "sobol"], value="uniform", description="sampler")
     n = widgets.SelectionSlider(options=sizes, value=sizes[len(sizes) // 2], description="N")
     seed_box = widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed")
-    out = widgets.Output()
+    line, canvas = widgets.Label(), _canvas(widgets)
 
     def redraw(*_):
         model, label, shape = problems[problem.value]
         axes, m, rate = monte_carlo_figure(model, label, shape, n=n.value, sampler=sampler.value,
                                            seed=seed_box.value, reference=references.get(problem.value))
         (dx, dp), (dx_err, dp_err) = m.aggregate("paper"), m.aggregate_stderr("paper")
-        with out:
-            out.clear_output(wait=True)
-            print(f"N = {n.value:,} ({sampler.value}): Δx = {dx:.4f} ± {dx_err:.4f}, Δp = {dp:.4f} ± {dp_err:.4f} "
-                  f"(paper form); ESS = {m.ess:,.0f}; {rate:,.0f} samples/s")
-            _show(axes.flat[0].figure)
+        line.value = (f"N = {n.value:,} ({sampler.value}): Δx = {dx:.4f} ± {dx_err:.4f}, Δp = {dp:.4f} ± "
+                      f"{dp_err:.4f} (paper form); ESS = {m.ess:,.0f}; {rate:,.0f} samples/s")
+        canvas.value = _png(axes.flat[0].figure)
 
     for control in (problem, sampler, n, seed_box):
         control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox([problem, sampler]), widgets.HBox([n, seed_box]), out])
+    return widgets.VBox([widgets.HBox([problem, sampler]), widgets.HBox([n, seed_box]), line, canvas])

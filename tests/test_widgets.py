@@ -1,4 +1,7 @@
-"""Smoke tests for qnnlib.widgets: with ipywidgets 8 (no frontend) and the static fallback without it."""
+"""Tests for qnnlib.widgets: with ipywidgets 8 (no frontend) and the static fallback without it.
+
+The explorers draw into Image widgets (PNG bytes), never into Output widgets, which make notebooks
+executed by nbclient hang now and then (see the module's docstring)."""
 
 import sys
 
@@ -41,10 +44,24 @@ def no_ipywidgets(monkeypatch):
 
 @pytest.fixture
 def shown(monkeypatch):
-    """Record what the widgets display (instead of printing <Figure ...> to stdout)."""
-    seen = []
-    monkeypatch.setattr("IPython.display.display", lambda obj, *a, **k: seen.append(obj))
+    """Record the figures the widgets draw (each is turned into PNG bytes for an Image widget)."""
+    seen, real = [], widgets._png
+
+    def spy(fig):
+        seen.append(fig)
+        return real(fig)
+    monkeypatch.setattr(widgets, "_png", spy)
     return seen
+
+
+def _no_output_widgets(box):
+    import ipywidgets
+
+    stack = [box]
+    while stack:
+        w = stack.pop()
+        assert not isinstance(w, ipywidgets.Output), "an Output widget: nbclient may hang on it"
+        stack.extend(getattr(w, "children", ()))
 
 
 def test_ipywidgets_8_is_the_version_the_widgets_are_written_for():
@@ -55,12 +72,15 @@ def test_ipywidgets_8_is_the_version_the_widgets_are_written_for():
 
 def test_packet_explorer_builds_controls_and_draws_through_display(shown):
     box = widgets.packet_explorer(X)
-    controls, out = box.children
+    controls, canvas = box.children
     assert [c.description for c in controls.children] == ["shape", "width Δx", "k₀"]
     assert len(shown) == 1 and isinstance(shown[0], Figure)
-    # Moving a control redraws (a new figure), and closes the old ones: no figure piles up.
+    first = bytes(canvas.value)
+    assert first.startswith(b"\x89PNG") and canvas.format == "png"
+    _no_output_widgets(box)
+    # Moving a control redraws (a new figure, a new image), and closes the old ones: no figure piles up.
     controls.children[1].value = 2.0
-    assert len(shown) == 2
+    assert len(shown) == 2 and bytes(canvas.value) != first
     assert "2.000" in shown[1].axes[0].get_title()  # Δx = width 2
     assert plt.get_fignums() == []
 
@@ -81,6 +101,8 @@ def test_attack_explorer_redraws_for_each_attack_and_restores_the_mode(shown):
     assert len(shown) == 3 and all(isinstance(f, Figure) for f in shown)
     assert len(_panels(shown[-1])) == 3 * 3  # clean, attacked, perturbation × n samples
     assert model.training
+    assert bytes(box.children[1].value).startswith(b"\x89PNG")
+    _no_output_widgets(box)
 
 
 def test_attack_explorer_rejects_bad_settings():
@@ -123,9 +145,14 @@ def test_monte_carlo_figure_plots_four_sample_sizes_with_the_reference():
 
 
 @pytest.mark.filterwarnings("ignore:unreliable estimate")
-def test_monte_carlo_explorer_with_controls(shown, capsys):
+def test_monte_carlo_explorer_with_controls(shown):
     torch.manual_seed(0)
     toy = nn.Sequential(nn.Linear(2, 3))
     box = widgets.monte_carlo_explorer({"toy": (toy, 0, (2,))}, sizes=(16, 32))
-    assert len(box.children) == 3 and len(shown) == 1
-    assert "samples/s" in capsys.readouterr().out  # no frontend: the Output widget does not capture
+    assert len(box.children) == 4 and len(shown) == 1
+    line, canvas = box.children[2:]
+    assert line.value.startswith("N = 32 (uniform): Δx = ") and "samples/s" in line.value  # the middle N
+    assert bytes(canvas.value).startswith(b"\x89PNG")
+    _no_output_widgets(box)
+    box.children[0].children[1].value = "sobol"
+    assert len(shown) == 2 and "(sobol)" in line.value
