@@ -143,6 +143,21 @@ SCHEMA_V2["properties"]["epochs"]["items"]["properties"]["feature"] = _SPACE_V2
 _EPOCH_V2 = SCHEMA_V2["properties"]["epochs"]["items"]
 _EPOCH_V2["required"].append("logit_scale")  # the temperature control's scale (experiments.logit_scale)
 _EPOCH_V2["properties"]["logit_scale"] = {"type": "number", "minimum": 0}
+# Optional: the local ψ of fixed test images (runs whose config sets local_images; measure.local_summary).
+_EPOCH_V2["properties"]["local"] = {
+    "type": "object",
+    "required": ["n_images", "eps", "n_samples", "reliable_frac", "dx", "dp", "dx_stderr", "dp_stderr", "dx_sd",
+                 "dp_sd", "product", "mean_boundary", "images"],
+    "properties": {
+        "n_images": {"type": "integer", "minimum": 1}, "eps": {"type": "number", "exclusiveMinimum": 0},
+        "n_samples": {"type": "integer", "minimum": 2}, "reliable_frac": _FRACTION,
+        "dx": {"type": "number", "minimum": 0}, "dp": {"type": "number", "minimum": 0},
+        "dx_stderr": _DIAGNOSTIC, "dp_stderr": _DIAGNOSTIC, "dx_sd": _DIAGNOSTIC, "dp_sd": _DIAGNOSTIC,
+        "product": _NUMBER, "mean_boundary": _DIAGNOSTIC,
+        "images": {"type": "object", "required": ["index", "dx", "dp", "dx_stderr", "dp_stderr", "mean_boundary",
+                                                   "reliable"]},
+    },
+}
 
 # Every schema version this qnnlib reads. A later version (new fields) is added here as a copy of
 # the previous one with its additions (``copy.deepcopy`` and edit), so older files still open.

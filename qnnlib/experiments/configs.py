@@ -19,6 +19,7 @@ from .. import models, results, uncertainty
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "book" / "results"
 RUNS_DIR = Path("runs")
+LOCAL_SAMPLES = 1024  # points per image of the per-epoch local ψ (mnist-cnn3-at)
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -65,6 +66,12 @@ class ExperimentConfig:
     adv_eps: float = 0.0
     adv_alpha: float = 0.0
     adv_steps: int = 0
+    # The local wave function after every epoch (Chapter 10): ψ on the L∞ ball of radius local_eps
+    # around each of local_images test images (a seeded set, the same every epoch; true labels),
+    # local_samples uniform points each. local_images = 0: not measured (then the other two stay 0).
+    local_images: int = 0
+    local_eps: float = 0.0
+    local_samples: int = 0
 
     def as_dict(self) -> dict:
         """Every setting as plain JSON values — except the fields of ``ADDED_FIELDS`` at their default.
@@ -82,7 +89,7 @@ class ExperimentConfig:
 
 
 # Fields added after the first runs were recorded, with their "off" defaults (see ``as_dict``).
-ADDED_FIELDS = {"adv_eps": 0.0, "adv_alpha": 0.0, "adv_steps": 0}
+ADDED_FIELDS = {"adv_eps": 0.0, "adv_alpha": 0.0, "adv_steps": 0, "local_images": 0, "local_eps": 0.0, "local_samples": 0}
 
 
 CONFIGS = {
@@ -106,10 +113,13 @@ for _seed in (1, 2):
 # Chapter 10's intervention: mnist-cnn3 trained adversarially with PGD at the paper's Fig. 1 radius
 # ε = 0.1 (SPEC §8), α = 0.025 = ε/4, 7 steps: α·steps = 1.75ε lets every start reach any corner of the ball
 # (Madry et al. used 40 steps of 0.01 at ε = 0.3 on MNIST, α·steps = 1.33ε).
+# Its local ψ is followed over training on 64 fixed test images at that radius.
 CONFIGS["mnist-cnn3-at"] = dataclasses.replace(
-    CONFIGS["mnist-cnn3"], name="mnist-cnn3-at", adv_eps=0.1, adv_alpha=0.025, adv_steps=7)
+    CONFIGS["mnist-cnn3"], name="mnist-cnn3-at", adv_eps=0.1, adv_alpha=0.025, adv_steps=7,
+    local_images=64, local_eps=0.1, local_samples=LOCAL_SAMPLES)
 FAST = dict(epochs=2, train_size=2000, test_size=500, mc_samples=512, snapshot_epochs=(1,), snapshot_size=200,
             strong_steps=5, strong_restarts=2, final_size=200)
+FAST_LOCAL = dict(local_images=8, local_samples=128)  # fast mode of a config that measures the local ψ
 MODELS = {"MnistCNN3": models.MnistCNN3, "CifarCNN4": models.CifarCNN4, "ResNet8": models.ResNet8}
 
 
@@ -202,6 +212,11 @@ def _rules(model: str) -> dict:
         "adv_eps": ("[0, 1] (0: natural training)", unit()),
         "adv_alpha": ("(0, 1] with adv_eps > 0, else 0", lambda v, c: _finite(v) and (0 < v <= 1 if c.adv_eps > 0 else v == 0)),
         "adv_steps": ("1..10000 with adv_eps > 0, else 0", lambda v, c: 1 <= v <= 10_000 if c.adv_eps > 0 else v == 0),
+        "local_images": ("0..10000 (0: no local ψ)", ints(0, 10_000)),
+        "local_eps": ("(0, 1] with local_images > 0, else 0",
+                      lambda v, c: _finite(v) and (0 < v <= 1 if c.local_images > 0 else v == 0)),
+        "local_samples": ("2..1000000 with local_images > 0, else 0",
+                          lambda v, c: 2 <= v <= 1_000_000 if c.local_images > 0 else v == 0),
     }
 
 
@@ -224,7 +239,7 @@ def configure(name: str, /, *, fast: bool = False, overrides: dict | None = None
     if not isinstance(name, str) or name not in CONFIGS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(CONFIGS)}")
     base = CONFIGS[name]
-    changes = dict(FAST) if fast else {}
+    changes = dict(FAST, **(FAST_LOCAL if base.local_images else {})) if fast else {}
     overrides = dict(overrides or {})
     for key, value in overrides.items():
         if key == "name":

@@ -180,6 +180,41 @@ def evaluation_subset(total: int, n: int, config: ExperimentConfig) -> torch.Ten
     return torch.randperm(total, generator=generator)[:n].sort().values
 
 
+def local_subset(total: int, config: ExperimentConfig) -> torch.Tensor:
+    """The ``config.local_images`` test images of the per-epoch local ψ: seeded, the same every epoch."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 77_777)
+    return torch.randperm(total, generator=generator)[:config.local_images].sort().values
+
+
+def local_summary(model: nn.Module, test, config: ExperimentConfig, epoch: int) -> dict:
+    """The local ψ (Chapter 10) of the fixed test images of :func:`local_subset`, at radius ``local_eps``.
+
+    Per image (true label, ``local_samples`` points): the jackknife-corrected Δx and Δp in the run's
+    aggregate form, their standard errors, the mean boundary term and whether the estimate passes
+    the reliability checks. The means over the images come with two uncertainties: ``*_stderr``,
+    the Monte Carlo error of the mean of this fixed set (√Σ se² / n), and ``*_sd``, the spread
+    across images.
+    """
+    from ..uncertainty.local import local_moments
+
+    index = local_subset(len(test), config)
+    table = local_moments(model, test.x[index], test.y[index], eps=config.local_eps, n_samples=config.local_samples,
+                          generator=_generator(config, epoch, 6), warn=False).table(config.aggregate_form)
+    n = len(index)
+    out = {"n_images": n, "eps": config.local_eps, "n_samples": config.local_samples,
+           "reliable_frac": float(np.mean(table["reliable"]))}
+    for key in ("dx", "dp"):
+        values = table[key]
+        out[key] = float(values.mean())
+        out[f"{key}_stderr"] = float(np.sqrt(np.sum(table[f"{key}_stderr"] ** 2)) / n)
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if n > 1 else 0.0
+    out["product"] = float(table["product"].mean())
+    out["mean_boundary"] = float(table["mean_boundary"].mean())
+    out["images"] = {"index": index.tolist(), **{key: table[key].tolist() for key in (
+        "dx", "dp", "dx_stderr", "dp_stderr", "mean_boundary")}, "reliable": table["reliable"].tolist()}
+    return out
+
+
 def _snapshot(model, test, config: ExperimentConfig, epoch: int) -> dict:
     """t-SNE of clean and PGD-attacked test features, embedded together (Fig. 1)."""
     from sklearn.decomposition import PCA
@@ -265,6 +300,10 @@ def measure_epoch(model, train_set, test, config: ExperimentConfig, epoch: int) 
         metrics["feature"] = space_summary(space.head, (int(space.active.sum()),), config, _generator(config, epoch, 4))
         metrics["feature"]["dropped"] = space.dropped
         seconds["moments_feature"] = time.perf_counter() - clock
+        if config.local_images:
+            clock = time.perf_counter()
+            metrics["local"] = local_summary(model, test, config, epoch)
+            seconds["local"] = time.perf_counter() - clock
     return metrics, space, seconds
 
 
