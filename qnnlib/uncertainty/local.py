@@ -23,11 +23,8 @@ on the unit cube of ψ_U(U) ∝ l(lo + h ⊙ U) give ⟨x_i⟩ = lo_i + h_i⟨u_
 ⟨p_i⟩ = ⟨p_u,i⟩/h_i, Δp_i = Δp_u,i/h_i and B_i = B_u,i (the Jacobian Π h_i cancels in the
 normalisation; tests/test_local.py checks both views agree).
 
-For ε ≥ 1 the box is the whole cube and :func:`local_moments` with ``proposal="uniform"`` returns the
-same numbers as :func:`qnnlib.uncertainty.neural_moments` with the same generator and batch size.
-The default proposal draws the points from ψ² with log l linearised at the box centre and
-reweights them (importance sampling): around a real image uniform points leave a few dozen
-effective samples of ψ² however many are drawn.
+For ε ≥ 1 the box is the whole cube and :func:`local_moments` returns the same numbers as
+:func:`qnnlib.uncertainty.neural_moments` with the same generator and batch size.
 """
 
 from __future__ import annotations
@@ -72,29 +69,6 @@ def _log_ce_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(a < cut, a, torch.logaddexp(a_cut, torch.zeros_like(a_cut)).log())
 
 
-PROPOSALS = ("linear", "uniform")
-_T_MAX = 60.0  # |λ_i h_i| is clipped here: a proposal that is still exact, only less adapted
-
-
-def _exponential_draw(u: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points s ∈ [0, 1] with density t·e^{ts}/(e^t − 1) from uniforms ``u``, and log of that density.
-
-    ``t`` broadcasts against ``u`` (one rate per coordinate); t = 0 is the uniform density. Both
-    signs of t use a form that neither overflows nor cancels (|t| ≤ ``_T_MAX``).
-    """
-    t = t.clamp(-_T_MAX, _T_MAX)
-    small = t.abs() < 1e-8
-    ts = torch.where(small, torch.ones_like(t), t)
-    pos = ts > 0
-    # t > 0: s = 1 + log(u + (1 − u)e^{−t})/t;  t < 0: s = log1p(u·expm1(t))/t
-    s_pos = 1 + torch.log(u + (1 - u) * torch.exp(-ts.abs())) / ts.abs()
-    s_neg = torch.log1p(u * torch.expm1(-ts.abs())) / -ts.abs()
-    s = torch.where(small, u, torch.where(pos, s_pos, s_neg)).clamp(0.0, 1.0)
-    a = ts.abs()
-    log_density = torch.log(a) - torch.log(-torch.expm1(-a)) + torch.where(pos, ts * (s - 1), ts * s)
-    return s, torch.where(small, torch.zeros_like(log_density), log_density)
-
-
 @dataclass(frozen=True, eq=False)
 class LocalMoments:
     """Local ψ of n images (Chapter 10): one :class:`Moments` each, and what the same points give for free.
@@ -105,7 +79,7 @@ class LocalMoments:
         tuple of n :class:`Moments`; ``box`` of each is (lo, hi) as float64 tensors shaped like one
         image (not floats: the box is a product of unequal intervals), ``log_norm2`` = log(|Ω| mean w)
     grad_l1_max
-        (n,) float64: max over the ball samples (as drawn: the proposal's) of ‖∇_X log l(X)‖₁, the dual norm of L∞ — a
+        (n,) float64: max over the ball samples of ‖∇_X log l(X)‖₁, the dual norm of L∞ — a
         CLEVER-style sampled local Lipschitz constant (Weng et al., 2018). For a confident network
         log CE ≈ max_{j≠Y}(z_j − z_Y) = −margin, so this estimates the Lipschitz constant of the margin.
     eps
@@ -136,7 +110,7 @@ class LocalMoments:
 
 def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor, *, eps: float,
                   n_samples: int, generator: torch.Generator | None = None, n_groups: int = 32,
-                  batch_size: int | None = None, warn: bool = True, proposal: str = "linear") -> LocalMoments:
+                  batch_size: int | None = None, warn: bool = True) -> LocalMoments:
     """Moments of the local wave functions ψ_{x₀,Y} ∝ CE(model(X), Y), X uniform on B_ε(x₀) ∩ [0,1]^M.
 
     Parameters
@@ -153,8 +127,7 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
         N ≥ 2 uniform points per image
     generator
         torch.Generator for the points; images are drawn in order, each image's N points in
-        consecutive batches, so one image with ε ≥ 1 and ``proposal="uniform"`` reproduces
-        ``neural_moments`` exactly
+        consecutive batches, so one image with ε ≥ 1 reproduces ``neural_moments`` exactly
     n_groups
         K ≥ 2 jackknife groups per image (point n to group n mod K)
     batch_size
@@ -162,15 +135,6 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
         Several images share a pass when N is smaller than a batch (batched over images and samples)
     warn
         issue one ``UnreliableEstimateWarning`` naming how many images fail the SPEC §7 checks
-    proposal
-        where the points are drawn. ``"uniform"``: uniform on the box, the weights are w = l².
-        ``"linear"`` (default): importance sampling from the density ∝ exp(2 a·X) on the box, with
-        a = ∇ log l at the box's centre, which is ψ² itself where log l is linear: a product of
-        truncated exponentials, drawn exactly coordinate by coordinate; the weights become
-        w = l²/(|Ω| q). Around a confident image l² ≈ e^{−2·margin} varies by orders of magnitude
-        over the ball, and uniform points leave a few dozen effective samples however many are
-        drawn; the linear proposal follows that variation. Every estimate stays consistent (the
-        ratio estimators only reweight), and the diagnostics judge the new weights.
 
     Returns a :class:`LocalMoments`. Memory: O(batch_size · M) plus O(K · M) per image of a pass.
     """
@@ -180,8 +144,6 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
     lo_all, hi_all = local_box(x0, eps)
     eps = float(eps)
     y_range = _checks.labels(labels, "labels", n=x0.shape[0])
-    if proposal not in PROPOSALS:
-        raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     n = _check_positive_int("n_samples", n_samples, 2)
     n_groups = _check_positive_int("n_groups", n_groups, 2)
     shape = tuple(x0.shape[1:])
@@ -202,52 +164,35 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
             y = labels[first:idx.stop].to(torch.long)
             sums = [_Sums(k, m, centre=(lo[j, 0] + width[j, 0] / 2), n_total=n) for j in range(len(idx))]
             gmax = torch.zeros(len(idx), dtype=torch.float64)
-            rows_y = y.to(device)
-
-            def log_amplitude(t, rows=None):
-                logits = model(t)
-                if logits.ndim != 2:
-                    raise ValueError(f"model must return logits (B, K), got {tuple(logits.shape)}")
-                return _log_ce_rows(logits, rows)
-
-            if first == 0:
-                with torch.no_grad():
-                    _checks.labels_below(y_range, model(x0[:1].to(device=device, dtype=dtype)).shape[-1], "labels")
-            if proposal == "linear":  # rates λ_i h_i = 2 a_i h_i, a = ∇ log l at the centre of each box
-                centre = (lo + width / 2).reshape(len(idx), *shape).to(dtype)
-                if centre.ndim == 4:
-                    centre = centre.contiguous(memory_format=torch.channels_last)
-                fn = lambda t: log_amplitude(t, rows_y)  # noqa: E731
-                fn.log = fn
-                _, g0, scale0, _, _ = _evaluate_log(fn, centre.to(device))
-                rate = (2 * g0.detach().cpu().reshape(len(idx), 1, m).to(torch.float64)
-                        * scale0.cpu().reshape(len(idx), 1, 1) * width)
             for start in range(0, n, b):
                 c = min(b, n - start)
                 counts = torch.bincount(torch.arange(start, start + c) % k, minlength=k).tolist()
                 with _one_thread():
                     # One draw per image in order: for one image the stream equals moments()'s.
                     u = torch.stack([torch.rand(c, m, generator=generator, dtype=dtype) for _ in idx])
-                    q = None
-                    if proposal == "linear":
-                        u64, log_density = _exponential_draw(u.to(torch.float64), rate)
-                        q = torch.exp(-log_density.sum(-1)).reshape(len(idx) * c)  # uniform / proposal
-                        u = u64.to(dtype)
                     x = (u * width.to(dtype) + lo.to(dtype)).reshape(len(idx) * c, *shape)
                     if x.ndim == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
                 rows = y.repeat_interleave(c).to(device)
-                fn = lambda t, rows=rows: log_amplitude(t, rows)  # noqa: E731
-                fn.log = fn
-                log_l, g, scale, n_tiny, tiny = _evaluate_log(fn, x.to(device))
+
+                def log_amplitude(t, rows=rows):
+                    logits = model(t)
+                    if logits.ndim != 2:
+                        raise ValueError(f"model must return logits (B, K), got {tuple(logits.shape)}")
+                    return _log_ce_rows(logits, rows)
+
+                log_amplitude.log = log_amplitude
+                if start == 0 and first == 0:
+                    with torch.no_grad():
+                        _checks.labels_below(y_range, model(x[:1].to(device)).shape[-1], "labels")
+                log_l, g, scale, n_tiny, tiny = _evaluate_log(log_amplitude, x.to(device))
                 log_l, g = log_l.cpu(), g.detach().cpu()
                 g_l1 = g.reshape(len(idx), c, m).abs().sum(-1).to(torch.float64).amax(1)
                 gmax = torch.maximum(gmax, g_l1)
                 x = x.cpu()
                 for j in range(len(idx)):
                     r = slice(j * c, (j + 1) * c)
-                    sums[j].add(counts, log_l[r], x[r], g[r], scale[r], q=None if q is None else q[r],
-                                n_tiny=n_tiny, tiny=tiny)
+                    sums[j].add(counts, log_l[r], x[r], g[r], scale[r], n_tiny=n_tiny, tiny=tiny)
             for j, s in enumerate(sums):
                 # box (0, 1): _finish adds M·log(high − low) = 0 to log N²; the true Σ log h_i is added here.
                 result = _finish(s, shape, n, "uniform", (0.0, 1.0))
