@@ -45,7 +45,7 @@ def logit_margin(model, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_samples: int, seed: int = 0,
                     eps_max: float = 0.5, tol: float = 1e-3, steps: int = 20, restarts: int = 1,
                     targets: int = 3, rel_alpha: float = 2.5, form: str = "paper", batch_size: int | None = None,
-                    sampler: str = "uniform", pilot: int = 256, stages: int = 2) -> dict:
+                    sampler: str = "uniform", pilot: int = 256, stages: int = 2, n_groups: int = 32) -> dict:
     """Per-image predictors and the minimal ε of ``model`` on images ``x`` (N, ...) in [0,1], labels ``y`` (N,).
 
     ``eps`` > 0: radius of the local ψ (by default the chapter's attack radius, 0.1 for MNIST,
@@ -53,7 +53,7 @@ def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
     the points, then another (seed + 1) for the attacks' random starts; ``eps_max``, ``tol``,
     ``steps``, ``restarts``, ``targets``, ``rel_alpha`` go to :func:`qnnlib.attacks.minimal_eps`;
     ``form`` ("paper" or "rss") is the aggregate of Δx, Δp; ``batch_size`` the local ψ's rows per
-    pass; ``sampler``, ``pilot``, ``stages`` choose its points
+    pass and ``n_groups`` its jackknife groups; ``sampler``, ``pilot``, ``stages`` choose its points
     (:func:`qnnlib.uncertainty.local.local_moments`: ``"tilted"`` keeps the estimates of confident
     images reliable at a few thousand points, where uniform points are not).
 
@@ -67,7 +67,7 @@ def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
         raise ValueError(f"form must be 'paper' or 'rss', got {form!r}")
     local = local_moments(model, x, y, eps=eps, n_samples=n_samples, batch_size=batch_size,
                           generator=torch.Generator().manual_seed(seed), warn=False, sampler=sampler,
-                          pilot=pilot, stages=stages)
+                          pilot=pilot, stages=stages, n_groups=n_groups)
     attack = minimal_eps(model, x, y, eps_max=eps_max, tol=tol, steps=steps, restarts=restarts, targets=targets,
                          rel_alpha=rel_alpha, generator=torch.Generator().manual_seed(seed + 1))
     margin = logit_margin(model, x, y)
