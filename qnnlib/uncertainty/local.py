@@ -91,7 +91,8 @@ class LocalMoments:
         tuple of n :class:`Moments`; ``box`` of each is (lo, hi) as float64 tensors shaped like one
         image (not floats: the box is a product of unequal intervals), ``log_norm2`` = log(|Ω| mean w)
     grad_l1_max
-        (n,) float64: max over the ball samples of ‖∇_X log l(X)‖₁, the dual norm of L∞ — a
+        (n,) float64: max over the ball samples (the final points, uniform or tilted; tilted points
+        crowd where the loss is largest) of ‖∇_X log l(X)‖₁, the dual norm of L∞ — a
         CLEVER-style sampled local Lipschitz constant (Weng et al., 2018). For a confident network
         log CE ≈ max_{j≠Y}(z_j − z_Y) = −margin, so this estimates the Lipschitz constant of the margin.
     eps
