@@ -79,7 +79,8 @@ def validate_fragility(record, where: str = "fragility table") -> None:
             raise results.ResultsError(f"{where}: chunk records out of order at position {n}")
         first += chunk["n"]
     if first > len(record["images"]["index"]):
-        raise results.ResultsError(f"{where}: the chunks hold {first} images, the index {len(record['images']['index'])}")
+        raise results.ResultsError(f"{where}: the chunks hold {first} images, "
+                                   f"the index {len(record['images']['index'])}")
 
 
 def is_fragility(path) -> bool:
@@ -136,15 +137,16 @@ def show_fragility(path) -> str:
     record = read_fragility(path)
     c, prov, s = record["config"], record["provenance"], record["summary"] or {}
     done = s.get("n_images", 0)
+    median = s.get("median_min_eps")
     lines = [
-        f"{record['experiment']}: network {record['source']['name']} (weights {record['source']['weights_sha256'][:12]}), "
-        f"{prov['dataset']['identity']}, seed {prov['seed']}, device {prov['device']}, commit {prov['git_commit'][:12]}, "
-        f"{prov['wall_seconds'] / 60:.1f} min",
+        f"{record['experiment']}: network {record['source']['name']} "
+        f"(weights {record['source']['weights_sha256'][:12]}), {prov['dataset']['identity']}, seed {prov['seed']}, "
+        f"device {prov['device']}, commit {prov['git_commit'][:12]}, {prov['wall_seconds'] / 60:.1f} min",
         f"local ψ: ε {c['eps']:.4g}, N {c['n_samples']} ({c['sampler']}); minimal ε: PGD-{c['steps']}, "
         f"{c['restarts']} restart(s) + {c['targets']} targeted, tolerance {c['tol']:g}, up to {c['eps_max']:g}",
         f"images: {done} of {len(record['images']['index'])} done in {len(record['chunks'])} chunks; "
-        + (f"reliable local ψ {s['reliable']}/{done} ({100 * s['reliable_fraction']:.0f} %), unbroken {s['unbroken']}, "
-           f"median ε* {s['median_min_eps'] if s.get('median_min_eps') is None else format(s['median_min_eps'], '.4g')}"
+        + (f"reliable local ψ {s['reliable']}/{done} ({100 * s['reliable_fraction']:.0f} %), "
+           f"unbroken {s['unbroken']}, median ε* {'none' if median is None else format(median, '.4g')}"
            if done else "none yet"),
     ]
     if record["correlation"] is None:

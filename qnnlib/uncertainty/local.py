@@ -219,7 +219,8 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
             tilts = None
             if sampler == "tilted":
                 def pilot_point(x, j, y=y):
-                    log_l, g, scale, _, _ = _log_loss(model, _as_images(x.to(dtype), shape), y[j:j + 1].repeat(x.shape[0]), device)
+                    rows = y[j:j + 1].repeat(x.shape[0])
+                    log_l, g, scale, _, _ = _log_loss(model, _as_images(x.to(dtype), shape), rows, device)
                     return log_l, (g.reshape(x.shape[0], m).to(torch.float64) * scale[:, None])
                 rates, _ = adapt_rates(pilot_point, lo[:, 0], width[:, 0], pilot=pilot, stages=stages,
                                        generator=generator, batch=b)
