@@ -1,5 +1,9 @@
 """Command line: ``python -m qnnlib list | run NAME [...] | redo-final FILE | show FILE``.
 
+``run`` takes the name of a training experiment (``mnist-cnn3``, …) or of a fragility table
+(``fragility-mnist-cnn3``, …, computed from the recorded network in ``--source``, default
+``book/results``); ``show`` summarises either kind of results file.
+
 Every error — a bad argument, an unknown experiment, a ``--set`` key or value outside its range,
 an unusable ``--device`` or ``--out``, missing data, a corrupt or mismatched results file, a run
 already being written by another process — prints ONE line on stderr and exits with status 2,
@@ -52,6 +56,8 @@ def _parser() -> _Parser:
     run.add_argument("--out", default=None, help="folder for results (default: runs/)")
     run.add_argument("--no-resume", action="store_true", help="start again even if results exist")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    run.add_argument("--source", default=None, metavar="FOLDER",
+                     help="fragility tables: the folder holding the recorded network (default: book/results)")
     redo = commands.add_parser("redo-final", help="recompute a finished run's final evaluation from its weights",
                                parents=[debug])
     redo.add_argument("file")
@@ -74,7 +80,21 @@ def main(argv=None) -> int:
 
         if args.command == "list":
             print(experiments.describe())
+            print(experiments.describe_fragility())
+        elif args.command == "run" and args.name in experiments.FRAGILITY_CONFIGS:
+            overrides = _parse_overrides(args.set)
+            if args.epochs is not None or "epochs" in overrides:
+                raise CLIError(f"{args.name} is a fragility table: it has no epochs (its size is --set n_images=N)")
+            path = experiments.run_fragility(args.name, fast=args.fast, device=args.device, out=args.out,
+                                             resume=not args.no_resume, overrides=overrides, source_dir=args.source)
+            print(f"results: {path}")
         elif args.command == "run":
+            if args.source is not None:
+                raise CLIError(f"--source is for fragility tables ({', '.join(experiments.FRAGILITY_CONFIGS)}), "
+                               f"not for {args.name!r}")
+            if args.name not in experiments.CONFIGS:
+                raise CLIError(f"unknown experiment {args.name!r}; choose one of "
+                               f"{sorted(experiments.CONFIGS) + sorted(experiments.FRAGILITY_CONFIGS)}")
             overrides = _parse_overrides(args.set)
             if "epochs" in overrides and args.epochs is not None:
                 raise CLIError("epochs given twice (--epochs and --set epochs)")
@@ -85,12 +105,15 @@ def main(argv=None) -> int:
             print(f"results: {path}")
         elif args.command == "redo-final":
             print(f"results: {experiments.redo_final(args.file, device=args.device)}")
+        elif experiments.is_fragility(args.file):
+            print(experiments.show_fragility(args.file))
         else:
             print(experiments.show(args.file))
     except KeyboardInterrupt:
         if debug:
             raise
-        print("qnnlib: interrupted; finished epochs are saved, run again to resume", file=sys.stderr)
+        print("qnnlib: interrupted; finished epochs (fragility tables: chunks) are saved, run again to resume",
+              file=sys.stderr)
         return 130
     except Exception as error:
         if debug:

@@ -1,6 +1,6 @@
 """Which quantity predicts fragility? Per-image predictors and their rank correlation with the minimal ε (Chapter 10).
 
-SPEC §8: a quantity *predicts fragility* if its Spearman rank correlation ρ with the minimal
+A quantity *predicts fragility* if its Spearman rank correlation ρ with the minimal
 adversarial L∞ radius ε* over a fixed random set of correctly classified test images is clearly
 non-zero, judged by a bootstrap 95 % interval. :func:`fragility_table` measures, per image x₀
 with label y:
@@ -13,7 +13,7 @@ with label y:
   ``clever_eps`` = margin / lipschitz, the first-order distance to the boundary it implies;
 * the local wave function on B_ε(x₀) ∩ [0,1]^M (:mod:`qnnlib.uncertainty.local`): ``dx``, ``dp``
   (jackknife-corrected aggregates), ``product`` = dx·dp, ``mean_boundary`` (mean B_i), their
-  standard errors and the SPEC §7 diagnostics.
+  standard errors and the estimator's diagnostics (effective sample sizes, Pareto k̂, ``reliable``).
 
 :func:`correlation_table` gives ρ with a percentile-bootstrap 95 % interval (resampling images
 with a seeded generator) for each predictor.
@@ -44,14 +44,18 @@ def logit_margin(model, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 
 def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_samples: int, seed: int = 0,
                     eps_max: float = 0.5, tol: float = 1e-3, steps: int = 20, restarts: int = 1,
-                    targets: int = 3, form: str = "paper", batch_size: int | None = None) -> dict:
+                    targets: int = 3, rel_alpha: float = 2.5, form: str = "paper", batch_size: int | None = None,
+                    sampler: str = "uniform", pilot: int = 256, stages: int = 2, n_groups: int = 32) -> dict:
     """Per-image predictors and the minimal ε of ``model`` on images ``x`` (N, ...) in [0,1], labels ``y`` (N,).
 
-    ``eps`` > 0: radius of the local ψ (SPEC §8 default: the chapter's attack radius, 0.1 MNIST,
-    8/255 CIFAR); ``n_samples`` ≥ 2 points per image for it; ``seed`` seeds one generator for the
-    points, then another (seed + 1) for the attacks' random starts; ``eps_max``, ``tol``, ``steps``,
-    ``restarts``, ``targets`` go to :func:`qnnlib.attacks.minimal_eps`; ``form`` ("paper" or "rss") is
-    the aggregate of Δx, Δp; ``batch_size`` the local ψ's rows per pass.
+    ``eps`` > 0: radius of the local ψ (by default the chapter's attack radius, 0.1 for MNIST,
+    8/255 for CIFAR-10); ``n_samples`` ≥ 2 points per image for it; ``seed`` seeds one generator for
+    the points, then another (seed + 1) for the attacks' random starts; ``eps_max``, ``tol``,
+    ``steps``, ``restarts``, ``targets``, ``rel_alpha`` go to :func:`qnnlib.attacks.minimal_eps`;
+    ``form`` ("paper" or "rss") is the aggregate of Δx, Δp; ``batch_size`` the local ψ's rows per
+    pass and ``n_groups`` its jackknife groups; ``sampler``, ``pilot``, ``stages`` choose its points
+    (:func:`qnnlib.uncertainty.local.local_moments`: ``"tilted"`` keeps the estimates of confident
+    images reliable at a few thousand points, where uniform points are not).
 
     Returns a dict of (N,) NumPy arrays: ``label``, ``clean_wrong``, ``min_eps`` (0 for misclassified
     images, inf when unbroken within eps_max), ``min_eps_lower``, ``unbroken``, ``margin``,
@@ -62,9 +66,10 @@ def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
     if form not in ("paper", "rss"):
         raise ValueError(f"form must be 'paper' or 'rss', got {form!r}")
     local = local_moments(model, x, y, eps=eps, n_samples=n_samples, batch_size=batch_size,
-                          generator=torch.Generator().manual_seed(seed), warn=False)
+                          generator=torch.Generator().manual_seed(seed), warn=False, sampler=sampler,
+                          pilot=pilot, stages=stages, n_groups=n_groups)
     attack = minimal_eps(model, x, y, eps_max=eps_max, tol=tol, steps=steps, restarts=restarts, targets=targets,
-                         generator=torch.Generator().manual_seed(seed + 1))
+                         rel_alpha=rel_alpha, generator=torch.Generator().manual_seed(seed + 1))
     margin = logit_margin(model, x, y)
     grad = input_gradient(model, x, y).flatten(1).abs().sum(1).double().cpu().numpy()
     table = {"label": y.cpu().numpy().astype(np.int64), "clean_wrong": attack["clean_wrong"],
@@ -119,8 +124,8 @@ def correlation_table(table: dict, *, predictors=PREDICTORS, target: str = "min_
     """``{predictor: spearman_bootstrap(table[predictor], table[target])}`` over the correctly classified images.
 
     ``table``: the output of :func:`fragility_table` (or any dict of equal-length arrays with a
-    ``clean_wrong`` column, which selects the images to drop; SPEC §8 reports misclassified images
-    separately). Every predictor uses the same bootstrap resamples (same ``seed``).
+    ``clean_wrong`` column, which selects the images to drop: misclassified images have ε* = 0
+    and are reported separately). Every predictor uses the same bootstrap resamples (same ``seed``).
     """
     if target not in table:
         raise ValueError(f"target {target!r} is not a column of the table ({sorted(table)})")

@@ -271,6 +271,13 @@ def load_checkpoint(path: Path) -> dict:
 
 def read_results(path: Path) -> dict:
     """Read and validate a results file; :class:`ResultsError` says what is wrong, in one line."""
+    record = read_json(path)
+    validate(record, where=str(path))
+    return record
+
+
+def read_json(path: Path):
+    """The JSON value in ``path``; :class:`ResultsError` in one line if it is absent, a folder or corrupt."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -282,7 +289,6 @@ def read_results(path: Path) -> dict:
         raise ResultsError(f"results file {path} is corrupt ({error})") from None
     except OSError as error:
         raise ResultsError(f"results file {path} cannot be read ({error})") from None
-    validate(record, where=str(path))
     return record
 
 

@@ -16,7 +16,7 @@ import torch
 
 from qnnlib import experiments, results
 from qnnlib.__main__ import main
-from qnnlib.experiments import runner, store
+from qnnlib.experiments import fragility_runs, runner, store
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "book" / "results" / "mnist-cnn3.json"  # a finished schema-1 record to forge from
@@ -46,7 +46,28 @@ def _file(tmp_path):
     return str(path)
 
 
+def _source(damage=None, weights=True):
+    """A folder holding a copy of the recorded mnist-cnn3 (damaged by ``damage``), with or without its weights."""
+    def make(tmp_path):
+        folder = tmp_path / "source"
+        folder.mkdir()
+        record = json.loads(RECORDED.read_text())
+        if damage:
+            damage(record)
+        (folder / "mnist-cnn3.json").write_text(json.dumps(record))
+        if weights:
+            (folder / "mnist-cnn3.weights.pt").write_bytes(RECORDED.with_name("mnist-cnn3.weights.pt").read_bytes())
+        return str(folder)
+    return make
+
+
+def _unfinished(record):
+    record.pop("final")
+    record["epochs"] = record["epochs"][:3]
+
+
 RUN = ["run", "mnist-cnn3", "--fast"]
+FRAGILITY = ["run", "fragility-mnist-cnn3", "--fast"]
 SET = [*RUN, "--set"]
 
 # (category, argv, a word the message must contain). In argv, a callable is replaced by its value
@@ -192,6 +213,26 @@ CASES = [
     ("show null metric", ["show", _forged(lambda r: r["epochs"][5]["pixel"].update(dx=None))], "dx"),
     ("show null metric", ["show", _forged(lambda r: r["epochs"][5]["feature"].update(dp=None))], "dp"),
     ("show null metric", ["show", _forged(lambda r: r["epochs"][1].update(robust_acc_feature=None))], "robust_acc"),
+    # fragility tables (Chapter 10): their own settings, no epochs, a finished recorded network
+    ("fragility", [*FRAGILITY, "--epochs", "2"], "no epochs"),
+    ("fragility", [*FRAGILITY, "--set", "epochs=2"], "no epochs"),
+    ("fragility", [*FRAGILITY, "--set", "n_images=0"], "n_images"),
+    ("fragility", [*FRAGILITY, "--set", "n_images=2.5"], "not a valid int"),
+    ("fragility", [*FRAGILITY, "--set", "eps=0"], "eps"),
+    ("fragility", [*FRAGILITY, "--set", "tol=0.9"], "tol"),
+    ("fragility", [*FRAGILITY, "--set", "sampler=sobol"], "sampler"),
+    ("fragility", [*FRAGILITY, "--set", "restarts=0", "--set", "targets=0"], "restarts + targets"),
+    ("fragility", [*FRAGILITY, "--set", "source=cifar-cnn4"], "source"),
+    ("fragility", [*FRAGILITY, "--set", "mc_samples=8"], "unknown override"),
+    ("fragility", [*FRAGILITY, "--device", "cuda"], "cuda"),
+    ("fragility", [*FRAGILITY, "--source", lambda tmp_path: str(tmp_path)], "does not exist"),
+    ("fragility", ["run", "fragility-mnist", "--fast"], "unknown experiment"),
+    ("fragility", [*RUN, "--source", "book/results"], "--source is for fragility tables"),
+    ("fragility source", [*FRAGILITY, "--source", _source(_unfinished)], "unfinished"),
+    ("fragility source", [*FRAGILITY, "--source", _source(weights=False)], "no weights"),
+    ("fragility source", [*FRAGILITY, "--source", _source(lambda r: r.update(schema=7))], "schema"),
+    ("fragility source", [*FRAGILITY, "--out", _file], "existing file"),
+    ("show file", ["show", _text(b'{"kind": "fragility", "schema": 1}')], "experiment"),
     # redo-final on bad files
     ("redo-final", ["redo-final", "no-such-file.json"], "does not exist"),
     ("redo-final", ["redo-final", lambda tmp_path: str(tmp_path)], "folder"),
@@ -214,6 +255,7 @@ def _no_training(monkeypatch):
         raise AssertionError("a bad input reached the data or the training loop")
     monkeypatch.setattr(runner, "_datasets", refuse)
     monkeypatch.setattr(runner.train, "train_epoch", refuse)
+    monkeypatch.setattr(fragility_runs, "_test_set", refuse)
 
 
 def _status(argv) -> int:
@@ -228,7 +270,7 @@ def _status(argv) -> int:
 def test_bad_input_is_one_line_on_stderr_and_exit_2(category, argv, word, tmp_path, monkeypatch, capsys):
     if category == "device" and "cuda" in argv and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    if ("show" in category or "redo" in category) and not RECORDED.exists():
+    if ("show" in category or "redo" in category or "source" in category) and not RECORDED.exists():
         pytest.skip("book/results/mnist-cnn3.json is not recorded")
     _no_training(monkeypatch)
     status = _status(_argv(argv, tmp_path))

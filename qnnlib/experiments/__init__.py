@@ -1,6 +1,6 @@
-"""Named experiments, the per-epoch measurement loop, and recorded results (Chapters 6–8).
+"""Named experiments, the per-epoch measurement loop, and recorded results (Chapters 6–10).
 
-Five modules, one concept each:
+Seven modules, one concept each:
 
 * ``configs`` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
 * ``measure`` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
@@ -8,7 +8,10 @@ Five modules, one concept each:
 * ``store`` — a run's folder: its files, its lock, the write order and its invariants;
 * ``runner`` — running (and resuming) an experiment: epochs, checkpoints, results files, the
   exported weights, ``redo_final``;
-* ``recorded`` — recorded results as the book reads them (local, downloaded or run on demand).
+* ``recorded`` — recorded results as the book reads them (local, downloaded or run on demand);
+* ``fragility_runs`` — Chapter 10's recorded fragility tables: their named configs, the fixed
+  image set, the chunked, resumable computation from a recorded network;
+* ``fragility_record`` — a fragility table's results file: schema, reading, summary.
 
 Every name the book, the tests and the tools use is re-exported here, so ``experiments.run``,
 ``experiments.recorded(...)`` … keep working. Note that ``experiments.recorded`` is the function;
@@ -31,6 +34,11 @@ from .recorded import (
     in_checkout,
     load_or_run, load_snapshots, recorded, reliable_epochs, show, weights_path,
 )
+from .fragility_record import FragilityRun, is_fragility, load_fragility, read_fragility, show_fragility
+from .fragility_runs import (
+    FRAGILITY_CONFIGS, FRAGILITY_FAST, FragilityConfig, configure_fragility, describe_fragility, run_fragility,
+    select_images,
+)
 
 __all__ = [
     "CONFIGS", "FAST", "MODELS", "RESULTS_DIR", "ROOT", "RUNS_DIR", "ExperimentConfig", "build_model", "config_of",
@@ -40,4 +48,7 @@ __all__ = [
     "load_or_run", "load_snapshots", "recorded", "show", "weights_path", "RECORDED_MINUTES", "TRAINING_MARKER",
     "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout", "reliable_epochs",
     "add_feature_scale", "feature_space_of",
+    "FRAGILITY_CONFIGS", "FRAGILITY_FAST", "FragilityConfig", "FragilityRun", "configure_fragility",
+    "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "run_fragility", "select_images",
+    "show_fragility",
 ]

@@ -260,19 +260,22 @@ class _Sums:
         self.n_tiny, self.log_tiny = 0, -math.inf
         self._x, self._g, self._t = torch.empty(3, self.CHUNK, n_dims, dtype=torch.float64)
 
-    def add(self, counts, log_l, x, grad, scale, q=None, n_tiny: int = 0, tiny: float = 0.0):
+    def add(self, counts, log_l, x, grad, scale, q=None, n_tiny: int = 0, tiny: float = 0.0, log_q=None):
         """Add one batch whose first counts[0] rows belong to group 0, the next counts[1] to group 1, ….
 
         ``log_l`` (b,) float64: log l per row (−inf where l = 0); ``grad`` (b, ...) any float
         dtype and ``scale`` (b,) float64 with ∇ log l = scale · grad; ``q`` (b,) positive
-        weights per row (quadrature weights; default 1); ``n_tiny`` rows of this batch had an
-        amplitude below ``tiny`` (underflowed in its dtype).
+        weights per row (quadrature weights; default 1), or their logs ``log_q`` (importance
+        weights 1/q(X) in hundreds of dimensions leave float64's range); ``n_tiny`` rows of this
+        batch had an amplitude below ``tiny`` (underflowed in its dtype).
         """
         if n_tiny:
             self.n_tiny += n_tiny
             self.log_tiny = max(self.log_tiny, 2 * math.log(tiny))
+        if q is not None:
+            log_q = q.to(torch.float64).log() if log_q is None else log_q + q.to(torch.float64).log()
         with _one_thread():
-            self._add(counts, log_l, x, grad, scale, q)
+            self._add(counts, log_l, x, grad, scale, log_q)
 
     def _rescale(self, new_shift: float):
         factor = math.exp(self.shift - new_shift) if self.shift > -math.inf else 0.0
@@ -283,11 +286,11 @@ class _Sums:
         self.vv *= factor * factor
         self.shift = new_shift
 
-    def _add(self, counts, log_l, x, grad, scale, q):
+    def _add(self, counts, log_l, x, grad, scale, log_q):
         b = log_l.shape[0]
         log_qw = 2.0 * log_l.to(torch.float64)
-        if q is not None:
-            log_qw = log_qw + q.to(torch.float64).log()
+        if log_q is not None:
+            log_qw = log_qw + log_q.to(torch.float64)
         top = float(log_qw.max())
         if top == -math.inf:  # every amplitude is 0 in this batch: nothing to add
             return
