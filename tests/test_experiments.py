@@ -242,7 +242,7 @@ def test_the_local_wave_function_is_measured_every_epoch_on_the_same_images(synt
     _, test = namespace["datasets"](config)
     index = torch.tensor(last["images"]["index"])
     model = experiments.final_model(experiments._recorded(path))
-    direct = uncertainty.local.local_moments(model, test.x[index], test.y[index], eps=0.1, n_samples=32,
+    direct = uncertainty.local.local_moments(model, test.x[index], test.y[index], eps=0.1, n_samples=32, sampler="tilted",
                                              generator=experiments.measure._generator(config, 2, 6), warn=False)
     table = direct.table("paper")
     assert last["images"]["dx"] == pytest.approx(table["dx"].tolist(), rel=1e-5)

@@ -189,7 +189,9 @@ def local_subset(total: int, config: ExperimentConfig) -> torch.Tensor:
 def local_summary(model: nn.Module, test, config: ExperimentConfig, epoch: int) -> dict:
     """The local ψ (Chapter 10) of the fixed test images of :func:`local_subset`, at radius ``local_eps``.
 
-    Per image (true label, ``local_samples`` points): the jackknife-corrected Δx and Δp in the run's
+    Per image (true label, ``local_samples`` points drawn by the tilted importance sampler, after
+    its pilot rounds: uniform points leave a few effective samples around a confident image): the
+    jackknife-corrected Δx and Δp in the run's
     aggregate form, their standard errors, the mean boundary term and whether the estimate passes
     the reliability checks. The means over the images come with two uncertainties: ``*_stderr``,
     the Monte Carlo error of the mean of this fixed set (√Σ se² / n), and ``*_sd``, the spread
@@ -199,7 +201,8 @@ def local_summary(model: nn.Module, test, config: ExperimentConfig, epoch: int) 
 
     index = local_subset(len(test), config)
     table = local_moments(model, test.x[index], test.y[index], eps=config.local_eps, n_samples=config.local_samples,
-                          generator=_generator(config, epoch, 6), warn=False).table(config.aggregate_form)
+                          sampler="tilted", generator=_generator(config, epoch, 6),
+                          warn=False).table(config.aggregate_form)
     n = len(index)
     out = {"n_images": n, "eps": config.local_eps, "n_samples": config.local_samples,
            "reliable_frac": float(np.mean(table["reliable"]))}
