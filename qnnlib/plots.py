@@ -18,7 +18,7 @@ import functools
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
 # The text column of the HTML book (sphinx-book-theme at a laptop width) is about 700 CSS px;
 # a figure drawn at 6.8 in × 100 dpi = 680 px is shown at its own size, so 9-pt text stays 9 pt.
@@ -736,9 +736,11 @@ def plot_epoch_diagnostics(epochs, spaces, *, axes=None, keys=None):
         if key == "min_product":
             ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8, label="1/2")
             ax.set_yscale("log")
-            # Plain numbers (0.6, 0.8), not 6×10⁻¹, on a log axis spanning less than a decade.
+            # Plain numbers (0.6, 0.8), not 6×10⁻¹; the minor ticks are labelled only on an axis
+            # spanning less than a decade (over several decades their labels would overprint).
             ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            low, high = ax.get_ylim()
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g") if high < 10 * low else NullFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     for ax in axes[-1:] if stacked else axes:  # stacked panels share the epoch axis

@@ -420,6 +420,18 @@ def test_panel_selections_draw_fewer_panels_and_refuse_unknown_ones():
         plots.plot_epoch_diagnostics([1, 2, 3], _SPACES, keys=["ess"])
 
 
+def test_a_log_axis_over_several_decades_labels_its_major_ticks_only():
+    """Fig. 6.6's smallest Δx_iΔp_i spans 1e-4 to 0.5: labelled minor ticks overprinted each other."""
+    wide = {"pixel": {"min_product": [1e-4, 3e-3, 0.4]}}
+    narrow = {"pixel": {"min_product": [0.55, 0.6, 0.7]}}
+    for spaces, minor_labels in ((wide, False), (narrow, True)):
+        (ax,) = plots.plot_epoch_diagnostics([1, 2, 3], spaces, keys=["min_product"])
+        ax.figure.canvas.draw()
+        labels = [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_visible() and t.get_text()]
+        assert bool(labels) == minor_labels, labels
+        plt.close(ax.figure)
+
+
 def test_plot_dx_dp_epochs_draws_unreliable_epochs_hollow():
     dx, dp = [1.0, 1.1, 1.2], [2.0, 1.9, 1.8]
     ax = plots.plot_dx_dp_epochs(dx, dp, None, None, [1, 2, 3], reliable=[True, False, True])
