@@ -31,7 +31,6 @@ weights' SHA-256) or another dataset is refused before any work.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -43,9 +42,10 @@ import torch
 
 from .. import fragility, results
 from ..data import load_dataset
+from ..manifest import sha256
 from ..models import evaluation
 from . import store
-from .configs import MAX_SEED, RESULTS_DIR, RUNS_DIR, _coerce
+from .configs import MAX_SEED, RESULTS_DIR, RUNS_DIR, _coerce, _type_ok
 from .fragility_record import KIND, SCHEMA, read_fragility, validate_fragility
 from .recorded import _recorded, final_model, weights_path
 from .runner import _device
@@ -163,10 +163,7 @@ def configure_fragility(name: str, /, *, fast: bool = False, overrides: dict | N
     config = dataclasses.replace(base, **changes)
     for key, (words, check) in rules.items():
         value, default = getattr(config, key), getattr(base, key)
-        kind_ok = (isinstance(value, str) if isinstance(default, str) else
-                   isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and (isinstance(value, int) or not isinstance(default, int)))
-        if not kind_ok or not check(value, config):
+        if not _type_ok(value, default) or not check(value, config):
             raise ValueError(f"{key}: {value!r} is out of range ({words}). Allowed for {name}: {allowed_fragility()}")
     return config
 
@@ -198,14 +195,6 @@ def _test_set(dataset: str):
     return load_dataset(dataset, "test")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source(path: Path):
     """(record, model, identity) of the finished recorded network at ``path``; one-line errors otherwise."""
     if not path.exists():
@@ -222,7 +211,7 @@ def _source(path: Path):
     identity = {"name": path.stem, "experiment": record["experiment"],
                 "config_hash": store.config_hash(record["experiment"], record["config"]),
                 "git_commit": record["provenance"]["git_commit"], "finished": record["provenance"]["finished"],
-                "dataset": record["provenance"]["dataset"]["identity"], "weights_sha256": _sha256(weights)}
+                "dataset": record["provenance"]["dataset"]["identity"], "weights_sha256": sha256(weights)}
     return record, final_model(run), identity
 
 
