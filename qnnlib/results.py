@@ -300,6 +300,16 @@ def _validator(version: int):
     return cls(schema)
 
 
+def check_schema(validator, record, where: str) -> None:
+    """:class:`ResultsError` naming the first problem ``validator`` (a jsonschema validator) finds in
+    ``record``: the field's path and what is wrong, the message cut at 200 characters."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    if error is not None:
+        at = "/".join(str(part) for part in error.absolute_path) or "top level"
+        message = error.message if len(error.message) < 200 else error.message[:200] + "…"
+        raise ResultsError(f"{where}: {at}: {message}")
+
+
 def validate(record: dict, where: str = "results") -> None:
     """Check a results record against its JSON Schema (``SCHEMAS[record["schema"]]``).
 
@@ -313,11 +323,7 @@ def validate(record: dict, where: str = "results") -> None:
         raise ResultsError(f"{where}: missing field 'schema'")
     if isinstance(version, bool) or version not in SCHEMAS:
         raise ResultsError(f"{where}: schema {version!r}, expected one of {sorted(SCHEMAS)}")
-    error = jsonschema.exceptions.best_match(_validator(version).iter_errors(record))
-    if error is not None:
-        at = "/".join(str(part) for part in error.absolute_path) or "top level"
-        message = error.message if len(error.message) < 200 else error.message[:200] + "…"
-        raise ResultsError(f"{where}: {at}: {message}")
+    check_schema(_validator(version), record, where)
     for n, epoch in enumerate(record["epochs"], start=1):
         if epoch["epoch"] != n:
             raise ResultsError(f"{where}: epoch records out of order at position {n}")

@@ -68,11 +68,7 @@ def validate_fragility(record, where: str = "fragility table") -> None:
     the first problem. Beyond the schema: chunks numbered 0, 1, … and contiguous, within the images."""
     if not isinstance(record, dict):
         raise results.ResultsError(f"{where}: not a JSON object")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(record))
-    if error is not None:
-        at = "/".join(str(part) for part in error.absolute_path) or "top level"
-        message = error.message if len(error.message) < 200 else error.message[:200] + "…"
-        raise results.ResultsError(f"{where}: {at}: {message}")
+    results.check_schema(_validator(), record, where)
     first = 0
     for n, chunk in enumerate(record["chunks"]):
         if chunk["chunk"] != n or chunk["first"] != first:
