@@ -31,7 +31,7 @@ import torch
 
 from qnnlib import attacks, experiments
 from qnnlib.data import load_dataset
-from qnnlib.models import evaluation
+from qnnlib.experiments import fragility_runs
 from qnnlib.uncertainty.local import local_moments
 
 
@@ -40,9 +40,7 @@ def table_images(config, k):
     run = experiments.recorded(config.source)
     model = experiments.final_model(run)
     test = load_dataset(run.record["config"]["dataset"], "test")
-    with evaluation(model), torch.no_grad():
-        predicted = torch.cat([model(test.x[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
-    index = experiments.select_images(test.y, predicted == test.y, config.n_images, config.seed, len(test.classes))[:k]
+    index = fragility_runs.table_images(config, model, test)[0][:k]
     return model, test.x[index], test.y[index], test.identity
 
 

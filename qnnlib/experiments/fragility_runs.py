@@ -293,11 +293,17 @@ def _summary(columns: dict) -> dict:
             "median_ess": float(np.median(columns["ess"])), "median_khat": float(np.median(columns["khat_w"]))}
 
 
-def _new_record(config: FragilityConfig, experiment: str, device, test, model, identity) -> dict:
+def table_images(config: FragilityConfig, model, test) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, correct)``: the test-set indices of the table's images (:func:`select_images` among
+    the images ``model`` classifies correctly) and the (T,) mask of those correct classifications."""
     with evaluation(model), torch.no_grad():
         predicted = torch.cat([model(test.x[i:i + 1000]).argmax(1) for i in range(0, len(test), 1000)])
     correct = predicted == test.y
-    index = select_images(test.y, correct, config.n_images, config.seed, len(test.classes))
+    return select_images(test.y, correct, config.n_images, config.seed, len(test.classes)), correct
+
+
+def _new_record(config: FragilityConfig, experiment: str, device, test, model, identity) -> dict:
+    index, correct = table_images(config, model, test)
     return {
         "kind": KIND, "schema": SCHEMA, "experiment": experiment, "config": config.as_dict(),
         "provenance": results.provenance(device=device, dataset=test, seed=config.seed, started=results.now()),
