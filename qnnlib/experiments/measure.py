@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import attacks, models, train, uncertainty
+from ..uncertainty.local import local_moments
 from .configs import ExperimentConfig
 
 def _generator(config: ExperimentConfig, epoch: int, stream: int) -> torch.Generator:
@@ -197,8 +198,6 @@ def local_summary(model: nn.Module, test, config: ExperimentConfig, epoch: int) 
     the Monte Carlo error of the mean of this fixed set (√Σ se² / n), and ``*_sd``, the spread
     across images.
     """
-    from ..uncertainty.local import local_moments
-
     index = local_subset(len(test), config)
     table = local_moments(model, test.x[index], test.y[index], eps=config.local_eps, n_samples=config.local_samples,
                           sampler="tilted", generator=_generator(config, epoch, 6),
