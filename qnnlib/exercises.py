@@ -1,4 +1,4 @@
-"""Checks for the exercises: run one on your answer and read what is wrong (Chapters 1–6).
+"""Checks for the exercises: run one on your answer and read what is wrong (Chapters 1–10).
 
 Each check takes what a filled-in notebook computed (numbers, or the function an exercise asks
 for), compares it with a closed form or with the library's own implementation, and either returns
@@ -15,6 +15,9 @@ check                               exercises
 :func:`check_attack_field`          ``ex-03-fgsm`` (Chapter 3)
 :func:`check_boundary_term`         ``ex-04-linear``, ``ex-04-equality`` (Chapter 4)
 :func:`check_flat_dx`               ``ex-06-flat`` (Chapter 6)
+:func:`check_boundary_term`         ``ex-10-exponential`` (Chapter 10)
+:func:`check_linear_min_eps`        ``ex-10-linear`` (Chapter 10)
+:func:`check_rank_correlation`      ``ex-10-quotient`` (Chapter 10)
 ==================================  ================================================================
 
 Example, in a chapter notebook::
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +49,8 @@ __all__ = [
     "check_attack_field",
     "check_boundary_term",
     "check_flat_dx",
+    "check_linear_min_eps",
+    "check_rank_correlation",
 ]
 
 #: The check for each exercise label (``tools/student_edition.py`` names it in the student's stub).
@@ -58,6 +64,9 @@ CHECKS = {
     "ex-04-equality": "check_boundary_term",
     "ex-04-linear": "check_boundary_term",
     "ex-06-flat": "check_flat_dx",
+    "ex-10-exponential": "check_boundary_term",
+    "ex-10-linear": "check_linear_min_eps",
+    "ex-10-quotient": "check_rank_correlation",
 }
 
 
@@ -492,3 +501,104 @@ def check_flat_dx(dx, *, dims: int = 784, form: str = "paper", rtol: float = 1e-
     reason = next((text for value, text in candidates if _near(dx, value, rtol)), None)
     raise ExerciseError(f"Δx = {dx:.6g}, but a constant ψ on [0, 1]^{dims} gives {true:.6g} ({form} form)"
                         + (f": {reason}" if reason else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 10: the minimal adversarial ε of a linear classifier, rank correlations
+# ---------------------------------------------------------------------------------------------
+
+
+def _linear_min_eps(w: np.ndarray, b: float, x0: np.ndarray) -> float:
+    """Exact minimal L∞ radius that moves s(x) = w·x + b to 0 without leaving [0, 1]^M.
+
+    Coordinate i can lower |s| by |w_i|·min(ε, room_i), room_i being its distance to the face it
+    must move towards; the total is piecewise linear and increasing in ε, so the root is found
+    between consecutive sorted rooms. inf when even the whole cube cannot reach s = 0.
+    """
+    score = float(w @ x0 + b)
+    direction = -np.sign(score) * np.sign(w)                  # which way each coordinate must move
+    room = np.where(direction > 0, 1.0 - x0, x0)
+    weight = np.abs(w) * (direction != 0)
+    need = abs(score)
+    if need == 0:
+        return 0.0
+    order = np.argsort(room)
+    room, weight = room[order], weight[order]
+    done, slope, last = 0.0, weight.sum(), 0.0               # Σ|w_i|min(ε, room_i) at ε = last, its slope
+    for r, wi in zip(room, weight):
+        if done + slope * (r - last) >= need:
+            break
+        done, slope, last = done + slope * (r - last), slope - wi, r
+    else:
+        return math.inf
+    return last + (need - done) / slope
+
+
+def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
+    """Check the minimal L∞ adversarial radius of the linear classifier s(x) = w·x + b at ``x0`` (``ex-10-linear``).
+
+    The classifier predicts class 1 where s > 0 and class 0 elsewhere; ε* is the smallest ε such
+    that some x in the L∞ ball of radius ε around x₀, inside the pixel cube [0, 1]^M, has s(x) = 0.
+    Inside the cube (no face reached) ε* = |s(x₀)| / ‖w‖₁, the dual norm of L∞; near a face the
+    coordinates that hit it stop helping, and ε* is larger. The messages recognise the formula
+    without the cube, the L2 and L∞ norms in place of L1, and a signed score.
+    """
+    w = np.asarray(w, dtype=np.float64).ravel()
+    x0 = np.asarray(x0, dtype=np.float64).ravel()
+    if w.shape != x0.shape:
+        raise ValueError(f"w and x0 must have the same number of entries, got {w.size} and {x0.size}")
+    if x0.min() < 0 or x0.max() > 1:
+        raise ValueError("x0 must lie in the pixel cube [0, 1]^M")
+    eps = float(eps) if eps == math.inf else _number("eps", eps)
+    true = _linear_min_eps(w, float(b), x0)
+    if math.isinf(true) or math.isinf(eps):
+        if math.isinf(true) and math.isinf(eps):
+            return "minimal ε correct: no point of the cube changes the class (ε* = inf)"
+        raise ExerciseError(f"ε* = {eps:.6g}, but the reference gives {true:.6g}" + (
+            ": even the farthest point of the cube keeps the class, so no radius succeeds" if math.isinf(true) else ""))
+    if _near(eps, true, rtol):
+        return f"minimal ε correct: {eps:.6g}" + (" (the cube's faces matter here)" if not _near(
+            true, abs(float(w @ x0 + b)) / np.abs(w).sum(), rtol) else "")
+    score = float(w @ x0 + b)
+    candidates = [
+        (abs(score) / np.abs(w).sum(), "that is |s(x₀)|/‖w‖₁ without the cube: coordinates already at the face "
+                                       "they must move towards cannot move, so ε* is larger here"),
+        (abs(score) / np.linalg.norm(w), "you divided by the L2 norm of w; an L∞ ball is measured by the dual, L1, norm"),
+        (abs(score) / np.abs(w).max(), "you divided by max|w_i|; an L∞ ball is measured by the dual, L1, norm"),
+        (score / np.abs(w).sum(), "the score s(x₀) is negative here: ε* uses its absolute value"),
+    ]
+    reason = next((text for value, text in candidates if _near(eps, value, rtol)), None)
+    raise ExerciseError(f"ε* = {eps:.6g}, but the reference gives {true:.6g}" + (f": {reason}" if reason else ""))
+
+
+def check_rank_correlation(rho, x, y, *, rtol: float = 1e-6) -> str:
+    """Check a Spearman rank correlation ρ of paired samples ``x``, ``y`` (``ex-10-quotient``).
+
+    The reference is :func:`scipy.stats.spearmanr` on the pairs without NaN (an infinite value
+    is a valid, largest rank). The messages recognise Pearson's r in place of Spearman's ρ (of
+    the values or of their logarithms) and a flipped sign.
+    """
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if x.size < 3:
+        raise ValueError(f"need at least 3 pairs without NaN, got {x.size}")
+    rho = _number("rho", rho)
+    true = float(stats.spearmanr(x, y).statistic)
+    if abs(rho - true) <= rtol * max(1.0, abs(true)):
+        return f"rank correlation correct: ρ = {rho:+.4f} over {x.size} pairs"
+    finite = np.isfinite(x) & np.isfinite(y)
+    candidates = [(-true, "the sign is flipped: check which quantity is x and which is y, and the order of the ranks")]
+    if finite.sum() >= 3:
+        candidates.append((float(np.corrcoef(x[finite], y[finite])[0, 1]),
+                           "that is Pearson's r of the values; Spearman's ρ correlates their ranks"))
+        positive = finite & (x > 0) & (y > 0)
+        if positive.sum() >= 3:
+            candidates.append((float(np.corrcoef(np.log(x[positive]), np.log(y[positive]))[0, 1]),
+                               "that is Pearson's r of the logarithms; Spearman's ρ correlates the ranks"))
+    reason = next((text for value, text in candidates if abs(rho - value) <= 1e-6 * max(1.0, abs(value))), None)
+    raise ExerciseError(f"ρ = {rho:+.6g}, but the reference gives {true:+.6g}" + (f": {reason}" if reason else ""))

@@ -135,3 +135,52 @@ def correlation_table(table: dict, *, predictors=PREDICTORS, target: str = "min_
     keep = ~np.asarray(table.get("clean_wrong", np.zeros(len(table[target]), bool)), dtype=bool)
     return {p: spearman_bootstrap(np.asarray(table[p])[keep], np.asarray(table[target])[keep],
                                   n_boot=n_boot, seed=seed) for p in predictors}
+
+
+def fab_cross_check(model, x: torch.Tensor, y: torch.Tensor, eps_star, *, eps_max: float, steps: int = 100,
+                    restarts: int = 3, seed: int = 0) -> dict:
+    """Compare the bisection's ε* with torchattacks' FAB (Croce & Hein, 2020), an independent attack.
+
+    FAB (L∞, ``steps`` iterations, ``restarts`` random restarts, at most ``eps_max``) looks for the
+    smallest perturbation that changes the prediction of each image of ``x`` (n, ...) with labels
+    ``y``; ``eps_star`` (n,) are the bisection's radii of the same images. Both are upper bounds of
+    the true minimal ε (each is witnessed by an adversarial example), so their ratio says how far
+    apart two strong, unrelated attacks leave it. torchattacks draws FAB's restarts from torch's
+    global generator: it is seeded with ``seed`` inside a forked state, so the caller's stream is
+    untouched. Needs ``pip install torchattacks`` (a test dependency of qnnlib).
+
+    Returns ``{"n", "fooled", "eps_fab", "eps_bisection", "ratio_median", "ratio_min", "ratio_max",
+    "within_10pct", "bisection_smaller", "steps", "restarts", "seconds"}``; the ratio is bisection / FAB
+    over the images both attacks broke.
+    """
+    try:
+        import torchattacks
+    except ImportError:
+        raise ImportError("the FAB cross-check needs torchattacks: pip install torchattacks") from None
+    import time
+
+    eps_star = np.asarray(eps_star, dtype=np.float64).ravel()
+    if len(eps_star) != len(y):
+        raise ValueError(f"eps_star has {len(eps_star)} values for {len(y)} images")
+    steps = _checks.integer(steps, "steps", low=1)
+    restarts = _checks.integer(restarts, "restarts", low=1)
+    eps_max = _checks.real(eps_max, "eps_max", low=0, low_open=True)
+    clock = time.perf_counter()
+    with evaluation(model), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classes = int(model(x[:1]).shape[1])
+        attack = torchattacks.FAB(model, norm="Linf", eps=eps_max, steps=steps, n_restarts=restarts,
+                                  n_classes=classes)
+        adv = attack(x, y)
+        with torch.no_grad():
+            fooled = (model(adv).argmax(1) != y).cpu().numpy()
+    seconds = time.perf_counter() - clock
+    fab = np.where(fooled, (adv - x).flatten(1).abs().amax(1).double().cpu().numpy(), np.inf)
+    both = fooled & np.isfinite(eps_star)
+    ratio = eps_star[both] / fab[both]
+    return {"n": int(len(y)), "fooled": int(fooled.sum()), "eps_fab": fab.tolist(), "eps_bisection": eps_star.tolist(),
+            "ratio_median": float(np.median(ratio)) if ratio.size else None,
+            "ratio_min": float(ratio.min()) if ratio.size else None,
+            "ratio_max": float(ratio.max()) if ratio.size else None,
+            "within_10pct": int((np.abs(ratio - 1) <= 0.1).sum()), "bisection_smaller": int((ratio < 1).sum()),
+            "steps": steps, "restarts": restarts, "seconds": seconds}

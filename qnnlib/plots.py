@@ -770,3 +770,60 @@ def plot_face_vs_volume(face, *, ax=None, title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+@styled
+def plot_fragility(columns, predictors, *, labels=None, rho=None, axes=None, target="min_eps",
+                   target_label=r"minimal adversarial $\varepsilon^*$"):
+    """The minimal adversarial ε of each image against per-image predictors (Chapter 10).
+
+    ``columns``: ``{name: (n,) array}`` of a fragility table (``FragilityRun.columns``), with the
+    ``target`` column and, optionally, ``reliable`` (the local ψ passed its diagnostics: the other
+    images are drawn hollow); ``predictors``: the columns to draw, one panel each, in a row of at
+    most three (more rows below); ``labels``: ``{predictor: axis label}``; ``rho``:
+    ``{predictor: {"rho", "low", "high"}}`` (``qnnlib.fragility.correlation_table``), printed in
+    each panel's title. Axes of positive quantities spanning more than a decade are logarithmic.
+    """
+    predictors = list(predictors)
+    if not predictors:
+        raise ValueError("predictors must name at least one column")
+    missing = [p for p in [target, *predictors] if p not in columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the table ({sorted(columns)})")
+    ncols = min(3, len(predictors))
+    nrows = -(-len(predictors) // ncols)
+    if axes is None:
+        _, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH, 2.5 * nrows + 0.2), squeeze=False, sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    y = np.asarray(columns[target], dtype=float)
+    ok = np.asarray(columns.get("reliable", np.ones(len(y), bool)), dtype=bool)
+    finite = np.isfinite(y) & (y > 0)
+
+    def wide_and_positive(v):
+        v = v[np.isfinite(v)]
+        return v.size and v.min() > 0 and v.max() > 10 * v.min()
+
+    for ax, name in zip(axes, predictors):
+        x = np.asarray(columns[name], dtype=float)
+        keep = finite & np.isfinite(x)
+        ax.scatter(x[keep & ok], y[keep & ok], s=7, alpha=0.6, color="C0", linewidths=0)
+        if (keep & ~ok).any():
+            ax.scatter(x[keep & ~ok], y[keep & ~ok], s=14, facecolors="none", edgecolors="C3", linewidths=0.8,
+                       label="local ψ unreliable")
+            ax.legend(loc="best")
+        if wide_and_positive(x[keep]):
+            ax.set_xscale("log")
+        if wide_and_positive(y[keep]):
+            ax.set_yscale("log")
+        ax.set_xlabel((labels or {}).get(name, name))
+        if rho and name in rho:
+            r = rho[name]
+            ax.set_title(rf"$\rho$ = {r['rho']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]")
+        if ax.get_xscale() == "linear":
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.grid(alpha=0.3)
+    for ax in axes[::ncols]:
+        ax.set_ylabel(target_label)
+    for ax in axes[len(predictors):]:
+        ax.set_visible(False)
+    return axes

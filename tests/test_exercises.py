@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from qnnlib import exercises, quantum
+from qnnlib import attacks, exercises, quantum
 from qnnlib.exercises import (
     CHECKS,
     ExerciseError,
@@ -343,3 +344,73 @@ def test_every_check_in_the_table_exists_and_belongs_to_a_real_exercise():
     for label, name in CHECKS.items():
         assert callable(getattr(exercises, name, None)), name
         assert label in labels, f"{label} is not an exercise of the book"
+
+
+# --- Chapter 10 -----------------------------------------------------------------------------
+
+
+def test_linear_min_eps_inside_the_cube_is_the_score_over_the_l1_norm_and_attacks_agree():
+    w, b, x0 = np.array([0.5, -1.0, 2.0]), 0.3, np.full(3, 0.5)
+    exact = abs(w @ x0 + b) / np.abs(w).sum()
+    assert "correct" in exercises.check_linear_min_eps(exact, w, b, x0)
+    # the library's bisection over PGD on the same classifier agrees (an independent route)
+    model = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        model.weight[:] = torch.tensor(np.stack([np.zeros(3), w]))
+        model.bias[:] = torch.tensor([0.0, b])
+    x = torch.tensor(x0)[None]
+    y = model(x).argmax(1)
+    found = attacks.minimal_eps(model, x, y, eps_max=0.5, tol=1e-6, steps=50)["eps"][0]
+    assert found == pytest.approx(exact, rel=1e-3)
+
+
+def test_linear_min_eps_near_a_face_is_larger_than_the_formula_and_matches_a_brute_force():
+    w, b = np.array([1.0, 1.0, 0.2]), -0.2
+    x0 = np.array([0.02, 0.9, 0.5])                        # s = 0.72; the first coordinate hits 0 at ε = 0.02
+    true = exercises._linear_min_eps(w, b, x0)
+    naive = abs(w @ x0 + b) / np.abs(w).sum()
+    assert true > naive * 1.01
+    # brute force: the best point of the box at radius ε is a vertex, moved against the gradient
+    for eps in (true * 0.999, true * 1.001):
+        best = np.clip(x0 - eps * np.sign(w), 0, 1)
+        assert (w @ best + b > 0) == (eps < true)
+    assert "correct" in exercises.check_linear_min_eps(true, w, b, x0)
+    with pytest.raises(ExerciseError, match="without the cube"):
+        exercises.check_linear_min_eps(naive, w, b, x0)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda s, w: abs(s) / np.linalg.norm(w), "L2 norm"),
+    (lambda s, w: abs(s) / np.abs(w).max(), r"max\|w_i\|"),
+    (lambda s, w: s / np.abs(w).sum(), "absolute value"),
+])
+def test_linear_min_eps_typical_slips_get_their_own_message(wrong, message):
+    w, b, x0 = np.array([0.5, -1.0, 2.0]), -2.0, np.full(3, 0.5)     # s = −1.25 < 0
+    with pytest.raises(ExerciseError, match=message):
+        exercises.check_linear_min_eps(wrong(w @ x0 + b, w), w, b, x0)
+
+
+def test_linear_min_eps_out_of_reach_is_infinite():
+    w, b, x0 = np.array([1.0, 1.0]), 5.0, np.array([0.5, 0.5])      # s ≥ 5 on the whole cube
+    assert "correct" in exercises.check_linear_min_eps(math.inf, w, b, x0)
+    with pytest.raises(ExerciseError):
+        exercises.check_linear_min_eps(3.0, w, b, x0)
+
+
+def test_rank_correlation_passes_spearman_and_names_pearson_and_the_sign():
+    rng = np.random.default_rng(1)
+    x = rng.lognormal(size=50)
+    y = x**3 + rng.normal(scale=0.5, size=50)
+    rho = scipy.stats.spearmanr(x, y).statistic
+    assert "correct" in exercises.check_rank_correlation(rho, x, y)
+    with pytest.raises(ExerciseError, match="Pearson's r of the values"):
+        exercises.check_rank_correlation(np.corrcoef(x, y)[0, 1], x, y)
+    with pytest.raises(ExerciseError, match="sign is flipped"):
+        exercises.check_rank_correlation(-rho, x, y)
+
+
+def test_exponential_profile_has_no_momentum_spread_and_a_unit_boundary_term():
+    """ex-10-exponential: ψ ∝ e^{−a x} on [0, h] has ∂ψ = −aψ, so Δp = 0, ⟨p⟩ = −a and B = 1 exactly."""
+    a, h = 3.0, 0.2
+    assert "correct" in exercises.check_boundary_term(1.0, lambda X: torch.exp(-a * X[:, 0]), low=0.0, high=h,
+                                                      mean_p=-a, dp=0.0)

@@ -99,3 +99,17 @@ def test_correlation_table_drops_misclassified_images_and_names_missing_columns(
         fragility.correlation_table(table, predictors=("dp",))
     with pytest.raises(ValueError, match="target"):
         fragility.correlation_table(table, target="nothing", predictors=("margin",))
+
+
+def test_fab_cross_check_agrees_with_the_bisection_and_the_closed_form_on_a_linear_classifier(one_thread):
+    """On a binary linear model both attacks reach the exact ε* = margin/‖w₁ − w₀‖₁: ratios ≈ 1."""
+    model, w, x, y = _binary_linear()
+    exact = fragility.logit_margin(model, x, y) / float((w[1] - w[0]).abs().sum())
+    state = torch.get_rng_state()
+    check = fragility.fab_cross_check(model, x, y, exact, eps_max=0.5, steps=20, restarts=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)              # torch's global stream untouched
+    assert check["fooled"] == check["n"] == len(y)
+    assert np.allclose(check["eps_fab"], exact, rtol=0.02, atol=1e-3)
+    assert 0.98 < check["ratio_median"] < 1.02 and check["within_10pct"] == len(y)
+    with pytest.raises(ValueError, match="eps_star has 2 values"):
+        fragility.fab_cross_check(model, x, y, exact[:2], eps_max=0.5)

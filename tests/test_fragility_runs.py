@@ -23,7 +23,7 @@ from qnnlib.experiments import fragility_runs, runner, store
 
 # 10 images (one per class) in chunks of 4, 4 and 2; every setting small.
 TINY = dict(n_images=10, chunk=4, n_samples=32, pilot=8, stages=1, n_groups=4, steps=2, restarts=1, targets=1,
-            tol=0.02, n_boot=100)
+            tol=0.02, n_boot=100, fab_images=0)
 NAME = "fragility-mnist-cnn3"
 
 
@@ -237,3 +237,35 @@ def test_the_fast_table_of_the_recorded_network_runs_end_to_end(tmp_path, one_th
     assert run.finished and run.path.name == f"{NAME}-fast.json"
     assert run.record["images"]["test_accuracy"] > 0.98 and len(run.columns["min_eps"]) == 20
     assert run.record["summary"]["reliable_fraction"] >= 0.5  # tilted points at N = 256 (≈ 0.9 measured)
+
+
+def test_fab_images_cross_checks_the_first_images_and_is_left_out_of_configs_without_it(source, test_set, tmp_path,
+                                                                                        one_thread):
+    path = experiments.run_fragility(NAME, out=tmp_path, progress=False, source_dir=source,
+                                     overrides={**TINY, "fab_images": 3})
+    record = experiments.read_fragility(path)
+    check = record["cross_check"]
+    assert check["n"] == 3 and check["eps_bisection"] == _columns(path)["min_eps"][:3].tolist()
+    assert "FAB cross-check" in experiments.show_fragility(path)
+    # a config without the cross-check hashes as before the setting existed (the recorded CIFAR tables)
+    for name in ("fragility-cifar-cnn4", "fragility-cifar-resnet8"):
+        assert "fab_images" not in experiments.configure_fragility(name).as_dict()
+    assert experiments.configure_fragility(NAME, fast=True).fab_images == fragility_runs.FRAGILITY_FAST_FAB
+    with pytest.raises(ValueError, match="fab_images"):
+        experiments.configure_fragility(NAME, overrides={**TINY, "fab_images": 11})
+
+
+def test_recorded_fragility_reads_the_book_tables_and_names_what_is_missing(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown fragility experiment"):
+        experiments.recorded_fragility("fragility-nothing")
+    recorded = experiments.RESULTS_DIR / f"{NAME}.json"
+    if recorded.exists():
+        table = experiments.recorded_fragility(NAME)
+        assert table.finished and len(table.columns["min_eps"]) == table.record["summary"]["n_images"]
+    monkeypatch.setattr(fragility_runs, "in_checkout", lambda: True)
+    monkeypatch.setattr(fragility_runs, "_recorded_path", lambda name: tmp_path / f"{name}.json")
+    with pytest.raises(FileNotFoundError, match="python -m qnnlib run fragility-mnist-cnn3"):
+        experiments.recorded_fragility(NAME)
+    monkeypatch.setattr(fragility_runs, "in_checkout", lambda: False)
+    with pytest.raises(experiments.RecordedRunUnavailable, match="not available"):
+        experiments.recorded_fragility(NAME)

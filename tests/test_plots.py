@@ -300,6 +300,10 @@ DRAW = {
                                                          [0.02] * 3, [1, 2, 3]).figure,
     "plot_epoch_diagnostics": lambda: plots.plot_epoch_diagnostics([1, 2, 3], _SPACES)[0].figure,
     "plot_face_vs_volume": lambda: plots.plot_face_vs_volume(_FACE).figure,
+    "plot_fragility": lambda: plots.plot_fragility(
+        {"min_eps": _RNG.uniform(0.01, 0.2, 40), "dp": _RNG.uniform(10, 30, 40), "margin": _RNG.uniform(0.5, 30, 40),
+         "reliable": np.arange(40) % 7 != 0}, ["dp", "margin"], labels={"dp": r"local $\Delta p$"},
+        rho={"dp": {"rho": -0.06, "low": -0.15, "high": 0.03}})[0].figure,
 }
 
 
@@ -462,3 +466,17 @@ def test_plot_face_vs_volume_one_point_per_coordinate_sorted_by_volume_form():
     face_line, volume_line = [line for line in ax.get_lines() if line.get_marker() in ("o", "s")]
     assert list(volume_line.get_ydata()) == [0.99, 1.0, 1.01]
     assert list(face_line.get_ydata()) == [0.8, 1.0, 1.2]  # each face value stays with its coordinate
+
+
+def test_plot_fragility_one_panel_per_predictor_unreliable_hollow_and_rho_in_the_title():
+    columns = {"min_eps": np.array([0.01, 0.02, 0.05, 0.2]), "dp": np.array([1.0, 2.0, 3.0, 4.0]),
+               "margin": np.array([0.5, 2.0, 8.0, 40.0]), "reliable": np.array([True, True, False, True])}
+    axes = plots.plot_fragility(columns, ["dp", "margin"], rho={"margin": {"rho": 0.9, "low": 0.8, "high": 0.95}})
+    assert len(axes) == 2
+    dots = [c for c in axes[0].collections]
+    assert [len(c.get_offsets()) for c in dots] == [3, 1]           # reliable filled, unreliable apart
+    assert axes[1].get_xscale() == "log" and axes[0].get_xscale() == "linear"  # margin spans > a decade
+    assert axes[0].get_yscale() == "log"                              # ε* spans a decade
+    assert "+0.90" in axes[1].get_title() and axes[0].get_title() == ""
+    with pytest.raises(ValueError, match="not in the table"):
+        plots.plot_fragility(columns, ["lipschitz"])

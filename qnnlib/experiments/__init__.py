@@ -36,8 +36,8 @@ from .recorded import (
 )
 from .fragility_record import FragilityRun, is_fragility, load_fragility, read_fragility, show_fragility
 from .fragility_runs import (
-    FRAGILITY_CONFIGS, FRAGILITY_FAST, FragilityConfig, configure_fragility, describe_fragility, run_fragility,
-    select_images,
+    FRAGILITY_CONFIGS, FRAGILITY_FAST, FragilityConfig, configure_fragility, describe_fragility, recorded_fragility,
+    run_fragility, select_images,
 )
 
 __all__ = [
@@ -49,6 +49,6 @@ __all__ = [
     "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout", "reliable_epochs",
     "add_feature_scale", "feature_space_of",
     "FRAGILITY_CONFIGS", "FRAGILITY_FAST", "FragilityConfig", "FragilityRun", "configure_fragility",
-    "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "run_fragility", "select_images",
+    "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "recorded_fragility", "run_fragility", "select_images",
     "show_fragility",
 ]

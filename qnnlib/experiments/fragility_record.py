@@ -52,6 +52,9 @@ FRAGILITY_SCHEMA = {
                            "seconds": _NUMBER, "reliable": _COUNT, "unbroken": _COUNT}}},
         "summary": {"type": ["object", "null"], "required": ["n_images", "reliable", "reliable_fraction", "unbroken"]},
         "correlation": {"type": ["object", "null"], "additionalProperties": _CORRELATION},
+        # optional: the FAB cross-check of the bisection (config fab_images > 0), when the table is finished
+        "cross_check": {"type": "object", "required": ["n", "fooled", "eps_fab", "eps_bisection", "ratio_median",
+                                                       "within_10pct", "bisection_smaller", "steps", "restarts"]},
     },
 }
 
@@ -153,5 +156,13 @@ def show_fragility(path) -> str:
             def f(v):
                 return "   nan" if v is None else f"{v:+.3f}"
             lines.append(f"{name:>14} {f(r['rho']):>11}  [{f(r['low'])}, {f(r['high'])}] {r['n']:6d}")
+    check = record.get("cross_check")
+    if check:
+        ratio = ("no image broken by both" if check["ratio_median"] is None else
+                 f"ratio bisection/FAB median {check['ratio_median']:.3f} (range {check['ratio_min']:.3f}–"
+                 f"{check['ratio_max']:.3f}), within 10 % on {check['within_10pct']}, bisection smaller on "
+                 f"{check['bisection_smaller']}")
+        lines.append(f"FAB cross-check (torchattacks, {check['steps']} steps, {check['restarts']} restarts) of the "
+                     f"first {check['n']} images: FAB broke {check['fooled']}; {ratio}")
     return "\n".join(lines)
 

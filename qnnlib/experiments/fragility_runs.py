@@ -46,8 +46,8 @@ from ..manifest import sha256
 from ..models import evaluation
 from . import store
 from .configs import MAX_SEED, RESULTS_DIR, RUNS_DIR, _coerce, _type_ok
-from .fragility_record import KIND, SCHEMA, read_fragility, validate_fragility
-from .recorded import _recorded, final_model, weights_path
+from .fragility_record import KIND, SCHEMA, FragilityRun, load_fragility, read_fragility, validate_fragility
+from .recorded import RecordedRunUnavailable, _recorded, _recorded_path, final_model, in_checkout, weights_path
 from .runner import _device
 
 
@@ -60,7 +60,9 @@ class FragilityConfig:
     chunks of ``chunk``; ``n_samples``, ``sampler``, ``pilot``, ``stages``, ``n_groups``, ``form``
     the local ψ (:func:`qnnlib.uncertainty.local.local_moments`); ``eps_max``, ``tol``, ``steps``,
     ``restarts``, ``targets``, ``rel_alpha`` the minimal-ε bisection
-    (:func:`qnnlib.attacks.minimal_eps`); ``n_boot`` bootstrap resamples of the correlations.
+    (:func:`qnnlib.attacks.minimal_eps`); ``n_boot`` bootstrap resamples of the correlations;
+    ``fab_images`` > 0: when the last chunk is done, cross-check the bisection on the first that many
+    images with torchattacks' FAB (:func:`qnnlib.fragility.fab_cross_check`), stored as ``cross_check``.
     """
 
     name: str
@@ -82,9 +84,14 @@ class FragilityConfig:
     targets: int = 3
     rel_alpha: float = 2.5
     n_boot: int = 2000
+    fab_images: int = 0
 
     def as_dict(self) -> dict:
-        return results._clean(dataclasses.asdict(self))
+        """Every setting; ``fab_images`` only when set (tables recorded before it existed keep their hash)."""
+        settings = dataclasses.asdict(self)
+        if not settings["fab_images"]:
+            del settings["fab_images"]
+        return results._clean(settings)
 
 
 # N per network, tilted points (measured on the recorded networks; benchmarks/bench_local.py prints the
@@ -94,13 +101,18 @@ class FragilityConfig:
 # in ten. Uniform points pass on 1–2 of 10 on MNIST CNN3 and CNN4 at any of these N. CIFAR-10 bisects
 # to 1e-4 (its ε* are a few /255) below 0.1.
 FRAGILITY_CONFIGS = {
-    "fragility-mnist-cnn3": FragilityConfig("fragility-mnist-cnn3", "mnist-cnn3", eps=0.1, n_samples=1024),
+    "fragility-mnist-cnn3": FragilityConfig("fragility-mnist-cnn3", "mnist-cnn3", eps=0.1, n_samples=1024,
+                                            fab_images=50),
     "fragility-cifar-cnn4": FragilityConfig("fragility-cifar-cnn4", "cifar-cnn4", eps=8 / 255, n_samples=4096,
                                             eps_max=0.1, tol=1e-4),
     "fragility-cifar-resnet8": FragilityConfig("fragility-cifar-resnet8", "cifar-resnet8", eps=8 / 255,
                                                n_samples=1024, eps_max=0.1, tol=1e-4),
+    # The adversarially trained MNIST network: same settings as its naturally trained twin.
+    "fragility-mnist-cnn3-at": FragilityConfig("fragility-mnist-cnn3-at", "mnist-cnn3-at", eps=0.1, n_samples=1024,
+                                               fab_images=50),
 }
 FRAGILITY_FAST = dict(n_images=20, chunk=10, n_samples=256, pilot=64, stages=2, steps=5, targets=1, n_boot=200)
+FRAGILITY_FAST_FAB = 4  # a fast table cross-checks at most this many images (when its config cross-checks any)
 _SELECT_STREAM = 500_001  # the image selection's generator: seed·1,000,003 + this (chunk streams stay below)
 
 
@@ -130,6 +142,7 @@ def _rules() -> dict:
         "targets": ("0..9 (restarts + targets ≥ 1)", lambda v, c: 0 <= v <= 9 and v + c.restarts >= 1),
         "rel_alpha": ("(0, 100]", reals(0, 100)),
         "n_boot": ("100..1000000", ints(100, 1_000_000)),
+        "fab_images": ("0..n_images", lambda v, c: 0 <= v <= c.n_images),
     }
 
 
@@ -152,7 +165,7 @@ def configure_fragility(name: str, /, *, fast: bool = False, overrides: dict | N
         raise ValueError(f"unknown fragility experiment {name!r}; choose one of {sorted(FRAGILITY_CONFIGS)}")
     base = FRAGILITY_CONFIGS[name]
     rules = _rules()
-    changes = dict(FRAGILITY_FAST) if fast else {}
+    changes = dict(FRAGILITY_FAST, fab_images=min(base.fab_images, FRAGILITY_FAST_FAB)) if fast else {}
     for key, value in dict(overrides or {}).items():
         if key in ("name", "source"):
             raise ValueError(f"{key}: the experiment's {key} is not a setting (give another experiment instead). "
@@ -160,6 +173,8 @@ def configure_fragility(name: str, /, *, fast: bool = False, overrides: dict | N
         if key not in rules:
             raise ValueError(f"{key}: unknown override. Allowed for {name}: {allowed_fragility()}")
         changes[key] = _coerce(key, value, getattr(base, key))
+    if "fab_images" not in (overrides or {}):  # a smaller table cross-checks at most all of its images
+        changes["fab_images"] = min(changes.get("fab_images", base.fab_images), changes.get("n_images", base.n_images))
     config = dataclasses.replace(base, **changes)
     for key, (words, check) in rules.items():
         value, default = getattr(config, key), getattr(base, key)
@@ -244,6 +259,30 @@ def run_fragility(name: str, /, *, fast: bool = False, device=None, out=None, re
     with store.locked(files):
         store.clean_temporary(files)
         return _run(config, fast, device, files, resume, progress, source)
+
+
+def recorded_fragility(name: str) -> FragilityRun:
+    """The recorded fragility table ``name`` (``book/results/NAME.json`` and ``.npz``), never computing it.
+
+    Like :func:`qnnlib.experiments.recorded` for training runs: a checkout reads ``book/results/``;
+    a pip-installed qnnlib (Colab) downloads the two files, checked against the published
+    ``SHA256SUMS``. ``FileNotFoundError`` (in a checkout) or ``RecordedRunUnavailable`` (elsewhere)
+    says how to compute a missing table; ``ResultsError`` if it is unfinished.
+    """
+    if name not in FRAGILITY_CONFIGS:
+        raise ValueError(f"unknown fragility experiment {name!r}; choose one of {sorted(FRAGILITY_CONFIGS)}")
+    path = _recorded_path(name)
+    if not path.exists():
+        command = f"`python -m qnnlib run {name}`"
+        if in_checkout():
+            raise FileNotFoundError(f"{path} not found: record it with {command} --out book/results")
+        raise RecordedRunUnavailable(f"the fragility table {name} is not available: {command} computes it "
+                                     f"(runs/{name}.json); QNNLIB_FAST=1 computes a tiny one in a minute")
+    table = load_fragility(path)
+    if not table.finished:
+        raise results.ResultsError(f"{path} is unfinished ({table.record['summary'] and table.record['summary']['n_images']} "
+                                   f"of {table.record['config']['n_images']} images)")
+    return table
 
 
 def _resume_state(files: store.RunFiles, digest: str, identity: dict, test):
@@ -360,6 +399,11 @@ def _run(config, fast, device, files, resume, progress, source) -> Path:
         last = c == n_chunks - 1
         if last:
             record["correlation"] = fragility.correlation_table(columns, n_boot=config.n_boot, seed=config.seed)
+            if config.fab_images:
+                k = config.fab_images
+                record["cross_check"] = fragility.fab_cross_check(
+                    model, test.x[index[:k]], test.y[index[:k]], columns["min_eps"][:k], eps_max=config.eps_max,
+                    seed=config.seed)
         record["provenance"]["wall_seconds"] = wall_before + time.perf_counter() - session
         record["provenance"]["finished"] = results.now() if last else None
         record = json.loads(json.dumps(results._clean(record), allow_nan=False))

@@ -37,7 +37,10 @@ The package is split by concept; everything is importable from ``qnnlib.uncertai
 * ``grid`` — :func:`grid_moments`, tensor-product Gauss–Legendre quadrature in 1 or 2
   dimensions, the reference the Monte Carlo estimator is tested against; :func:`wave_function_grid`;
 * ``boundary`` — the boundary terms B_i from the faces of Ω: :func:`face_boundary_terms`
-  (quadrature, 1–2 inputs) and ``face_boundary_mc`` (Monte Carlo, any number of inputs).
+  (quadrature, 1–2 inputs) and ``face_boundary_mc`` (Monte Carlo, any number of inputs);
+* ``local`` — local wave functions on the L∞ ball around a test image, ∩ the pixel cube
+  (:func:`local_moments`, :func:`local_box`; Chapter 10), with the tilted importance sampler of
+  ``tilted``.
 """
 
 from .boundary import FaceBoundary, face_boundary_mc, face_boundary_terms
@@ -52,6 +55,7 @@ from .diagnostics import (
 )
 from .estimator import BOUND_RTOL, FORMS, Moments, combine_stderr, jackknife
 from .grid import RULES, grid_moments, quadrature_nodes, wave_function_grid
+from .local import LOCAL_SAMPLERS, LocalMoments, local_box, local_moments
 from .monte_carlo import (
     SAMPLERS,
     SOBOL_MAX_DIM,
@@ -67,7 +71,7 @@ from .wave_function import Amplitude, log_cross_entropy, neural_amplitude
 __all__ = [
     "Amplitude", "BOUND_RTOL", "ClassMean", "ESS_MIN", "FORMS", "KHAT_MAX", "Moments", "RULES", "SAMPLERS",
     "SOBOL_MAX_DIM", "TAIL_MIN", "UnreliableEstimateWarning", "combine_stderr", "default_batch_size", "effective_sample_size",
-    "FaceBoundary", "face_boundary_mc",
+    "FaceBoundary", "face_boundary_mc", "LOCAL_SAMPLERS", "LocalMoments", "local_box", "local_moments",
     "jackknife", "log_cross_entropy", "pareto_khat", "face_boundary_terms", "grid_moments", "mean_aggregate", "mean_neural_moments",
     "moments", "neural_amplitude", "neural_moments", "quadrature_nodes", "tail_excess", "wave_function_grid",
 ]
