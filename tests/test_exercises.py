@@ -366,7 +366,7 @@ def test_linear_min_eps_inside_the_cube_is_the_score_over_the_l1_norm_and_attack
 
 def test_linear_min_eps_near_a_face_is_larger_than_the_formula_and_matches_a_brute_force():
     w, b = np.array([1.0, 1.0, 0.2]), -0.2
-    x0 = np.array([0.02, 0.9, 0.5])                        # s = 0.72; the first coordinate hits 0 at ε = 0.02
+    x0 = np.array([0.02, 0.9, 0.5])                        # s = 0.82; the first coordinate hits 0 at ε = 0.02
     true = exercises._linear_min_eps(w, b, x0)
     naive = abs(w @ x0 + b) / np.abs(w).sum()
     assert true > naive * 1.01

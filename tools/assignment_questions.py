@@ -197,4 +197,30 @@ QUESTIONS: dict[str, list[Question]] = {
              ['_ = exercises.check_flat_dx(flat_dx(1), dims=1)']],
         ),
     ],
+    "10_near_the_data": [
+        Question(
+            "ex-10-linear", "linear_min_eps(w, b, x0)",
+            "Return the minimal L∞ radius ε* at which some image of the cube [0, 1]^M within ε of x0 has "
+            "w·x + b = 0 (math.inf if none).",
+            "Write `linear_min_eps(w, b, x0)` for NumPy arrays `w`, `x0` and a number `b`, cube faces included.",
+            "    s = w @ x0 + b\n"
+            "    room = np.where(-np.sign(s) * np.sign(w) > 0, 1 - x0, x0)\n"
+            "    if np.sum(np.abs(w) * room) < abs(s):\n"
+            "        return math.inf\n"
+            "    lo, hi = 0.0, 1.0\n"
+            "    for _ in range(60):\n"
+            "        mid = (lo + hi) / 2\n"
+            "        if np.sum(np.abs(w) * np.minimum(mid, room)) < abs(s):\n"
+            "            lo = mid\n"
+            "        else:\n"
+            "            hi = mid\n"
+            "    return hi\n",
+            "    return abs(w @ x0 + b) / np.abs(w).sum()   # ignores the faces of the cube\n",
+            ['_ = exercises.check_linear_min_eps(linear_min_eps(np.array([1.0, 1.0, 0.2]), -0.2, '
+             'np.array([0.02, 0.9, 0.5])), np.array([1.0, 1.0, 0.2]), -0.2, np.array([0.02, 0.9, 0.5]))'],
+            [['_ = exercises.check_linear_min_eps(linear_min_eps(W, 0.4, X0), W, 0.4, X0)'],
+             ['_ = exercises.check_linear_min_eps(linear_min_eps(-W, -1.5, X1), -W, -1.5, X1)']],
+            setup="W = np.array([0.5, -1.0, 2.0, 0.25])\nX0 = np.full(4, 0.5)\nX1 = np.array([0.0, 1.0, 0.95, 0.3])",
+        ),
+    ],
 }
