@@ -119,6 +119,43 @@ def spearman_bootstrap(a, b, *, n_boot: int = 2000, seed: int = 0, level: float 
             "p": float(result.pvalue)}
 
 
+def _partial(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Partial Spearman correlation of a and b given c along the last axis: the Pearson correlation of
+    the residuals of rank(a) and rank(b) after a least-squares line in rank(c)."""
+    ranks = [stats.rankdata(v, axis=-1) for v in (a, b, c)]
+    ra, rb, rc = (r - r.mean(-1, keepdims=True) for r in ranks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cc = (rc * rc).sum(-1, keepdims=True)
+        ea = ra - rc * (ra * rc).sum(-1, keepdims=True) / cc
+        eb = rb - rc * (rb * rc).sum(-1, keepdims=True) / cc
+        return (ea * eb).sum(-1) / np.sqrt((ea**2).sum(-1) * (eb**2).sum(-1))
+
+
+def partial_spearman_bootstrap(a, b, given, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Partial Spearman ρ of a and b with ``given`` held fixed, with a percentile-bootstrap interval.
+
+    The rank correlation of a and b after removing from the ranks of each the part linear in the
+    ranks of ``given``: e.g. whether a predictor still ranks ε* among images of equal margin.
+    Resampling, NaN handling and the returned ``{"rho", "low", "high", "n"}`` as in
+    :func:`spearman_bootstrap` (no p-value); needs n ≥ 4 triples without NaN.
+    """
+    a, b, c = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b, given))
+    if not a.shape == b.shape == c.shape:
+        raise ValueError(f"a, b and given must have the same length, got {a.size}, {b.size} and {c.size}")
+    n_boot = _checks.integer(n_boot, "n_boot", low=100)
+    level = _checks.real(level, "level", low=0, high=1, low_open=True, high_open=True)
+    keep = ~(np.isnan(a) | np.isnan(b) | np.isnan(c))
+    a, b, c = a[keep], b[keep], c[keep]
+    if a.size < 4:
+        raise ValueError(f"need at least 4 triples without NaN, got {a.size}")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = _partial(a[idx], b[idx], c[idx])
+    boot = boot[np.isfinite(boot)]
+    q = (1 - level) / 2
+    low, high = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
+    return {"rho": float(_partial(a, b, c)), "low": float(low), "high": float(high), "n": int(a.size)}
+
+
 def correlation_table(table: dict, *, predictors=PREDICTORS, target: str = "min_eps", n_boot: int = 2000,
                       seed: int = 0) -> dict:
     """``{predictor: spearman_bootstrap(table[predictor], table[target])}`` over the correctly classified images.

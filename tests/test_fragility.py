@@ -113,3 +113,20 @@ def test_fab_cross_check_agrees_with_the_bisection_and_the_closed_form_on_a_line
     assert 0.98 < check["ratio_median"] < 1.02 and check["within_10pct"] == len(y)
     with pytest.raises(ValueError, match="eps_star has 2 values"):
         fragility.fab_cross_check(model, x, y, exact[:2], eps_max=0.5)
+
+
+def test_partial_spearman_removes_a_common_cause_and_keeps_a_direct_link():
+    """a = z₁ + c, b = z₂ + c with independent z: ρ(a, b) ≈ 1/2, but ≈ 0 with c held fixed; with
+    b = −a + c the link survives conditioning and is negative (a plain correlation that hides it)."""
+    rng = np.random.default_rng(0)
+    z1, z2, c = rng.normal(size=(3, 4000))
+    a, b = z1 + c, z2 + c
+    assert fragility.spearman_bootstrap(a, b, n_boot=200)["rho"] > 0.4
+    r = fragility.partial_spearman_bootstrap(a, b, c, n_boot=200)
+    assert abs(r["rho"]) < 0.05 and r["low"] < 0 < r["high"]
+    b = -0.7 * z1 + 2 * c                       # plain ρ(a, b) > 0, but at fixed c b falls with a
+    assert fragility.spearman_bootstrap(a, b, n_boot=200)["rho"] > 0.3
+    r = fragility.partial_spearman_bootstrap(a, b, c, n_boot=200)
+    assert r["rho"] < -0.5 and r["high"] < -0.4
+    with pytest.raises(ValueError, match="at least 4"):
+        fragility.partial_spearman_bootstrap([1.0, 2.0, np.nan], [1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
