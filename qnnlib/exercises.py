@@ -539,7 +539,7 @@ def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
 
     The classifier predicts class 1 where s > 0 and class 0 elsewhere; ε* is the smallest ε such
     that some x in the L∞ ball of radius ε around x₀, inside the pixel cube [0, 1]^M, has s(x) = 0.
-    Inside the cube (no face reached) ε* = |s(x₀)| / ‖w‖₁, the dual norm of L∞; near a face the
+    Inside the cube (no face reached) ε* is the absolute score over ‖w‖₁, the dual norm of L∞; near a face the
     coordinates that hit it stop helping, and ε* is larger. The messages recognise the formula
     without the cube, the L2 and L∞ norms in place of L1, and a signed score.
     """
@@ -574,7 +574,7 @@ def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
 def check_rank_correlation(rho, x, y, *, rtol: float = 1e-6) -> str:
     """Check a Spearman rank correlation ρ of paired samples ``x``, ``y`` (``ex-10-quotient``).
 
-    The reference is :func:`scipy.stats.spearmanr` on the pairs without NaN (an infinite value
+    The reference is ``scipy.stats.spearmanr`` on the pairs without NaN (an infinite value
     is a valid, largest rank). The messages recognise Pearson's r in place of Spearman's ρ (of
     the values or of their logarithms) and a flipped sign.
     """

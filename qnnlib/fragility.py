@@ -11,7 +11,7 @@ with label y:
 * ``lipschitz``: max over the local ψ's ball samples of ‖∇_x log CE‖₁, a CLEVER-style sampled local
   Lipschitz constant (Weng et al., 2018; for a confident network log CE ≈ −margin), and
   ``clever_eps`` = margin / lipschitz, the first-order distance to the boundary it implies;
-* the local wave function on B_ε(x₀) ∩ [0,1]^M (:mod:`qnnlib.uncertainty.local`): ``dx``, ``dp``
+* the local wave function on B_ε(x₀) ∩ [0,1]^M (:func:`qnnlib.uncertainty.local_moments`): ``dx``, ``dp``
   (jackknife-corrected aggregates), ``product`` = dx·dp, ``mean_boundary`` (mean B_i), their
   standard errors and the estimator's diagnostics (effective sample sizes, Pareto k̂, ``reliable``).
 
@@ -54,7 +54,7 @@ def fragility_table(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
     ``steps``, ``restarts``, ``targets``, ``rel_alpha`` go to :func:`qnnlib.attacks.minimal_eps`;
     ``form`` ("paper" or "rss") is the aggregate of Δx, Δp; ``batch_size`` the local ψ's rows per
     pass and ``n_groups`` its jackknife groups; ``sampler``, ``pilot``, ``stages`` choose its points
-    (:func:`qnnlib.uncertainty.local.local_moments`: ``"tilted"`` keeps the estimates of confident
+    (:func:`qnnlib.uncertainty.local_moments`: ``"tilted"`` keeps the estimates of confident
     images reliable at a few thousand points, where uniform points are not).
 
     Returns a dict of (N,) NumPy arrays: ``label``, ``clean_wrong``, ``min_eps`` (0 for misclassified

@@ -58,7 +58,7 @@ class FragilityConfig:
     ``source`` is the recorded network; ``eps`` the radius of the local ψ (the chapter's attack
     radius); ``n_images`` correctly classified test images, ``n_images // 10`` per class, in
     chunks of ``chunk``; ``n_samples``, ``sampler``, ``pilot``, ``stages``, ``n_groups``, ``form``
-    the local ψ (:func:`qnnlib.uncertainty.local.local_moments`); ``eps_max``, ``tol``, ``steps``,
+    the local ψ (:func:`qnnlib.uncertainty.local_moments`); ``eps_max``, ``tol``, ``steps``,
     ``restarts``, ``targets``, ``rel_alpha`` the minimal-ε bisection
     (:func:`qnnlib.attacks.minimal_eps`); ``n_boot`` bootstrap resamples of the correlations;
     ``fab_images`` > 0: when the last chunk is done, cross-check the bisection on the first that many

@@ -89,7 +89,7 @@ class LocalMoments:
     ----------
     moments
         tuple of n :class:`Moments`; ``box`` of each is (lo, hi) as float64 tensors shaped like one
-        image (not floats: the box is a product of unequal intervals), ``log_norm2`` = log(|Ω| mean w)
+        image (not floats: the box is a product of unequal intervals), ``log_norm2`` = ``log(|Ω| · mean w)``
     grad_l1_max
         (n,) float64: max over the ball samples (the final points, uniform or tilted; tilted points
         crowd where the loss is largest) of ‖∇_X log l(X)‖₁, the dual norm of L∞ — a
@@ -153,7 +153,7 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
     model
         returns logits (B, K); put in eval mode for the estimate (mode restored, no weight gradients)
     x0
-        (n, *input_shape) float images in [0, 1] (the centres; e.g. (n, 1, 28, 28))
+        ``(n, *input_shape)`` float images in [0, 1] (the centres; e.g. (n, 1, 28, 28))
     labels
         (n,) int64 labels Y in 0..K−1 (usually the true labels)
     eps
@@ -173,7 +173,7 @@ def local_moments(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor
         (ESS < 100 or Pareto k̂ > 0.7)
     sampler
         ``"uniform"``: points uniform on Ω; ``"tilted"``: importance sampling from the product of
-        truncated exponentials of :mod:`.tilted`, its rates adapted per image from ``stages``
+        truncated exponentials of ``qnnlib.uncertainty.tilted``, its rates adapted per image from ``stages``
         rounds of ``pilot`` points (drawn from ``generator`` first, then discarded). The same
         integrals either way; near a confident image, where uniform points have an ESS of a few
         out of thousands, the tilted ones keep most of theirs (Chapter 10)
