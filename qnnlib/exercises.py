@@ -563,7 +563,8 @@ def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
     candidates = [
         (abs(score) / np.abs(w).sum(), "that is |s(x₀)|/‖w‖₁ without the cube: coordinates already at the face "
                                        "they must move towards cannot move, so ε* is larger here"),
-        (abs(score) / np.linalg.norm(w), "you divided by the L2 norm of w; an L∞ ball is measured by the dual, L1, norm"),
+        (abs(score) / np.linalg.norm(w),
+         "you divided by the L2 norm of w; an L∞ ball is measured by the dual, L1, norm"),
         (abs(score) / np.abs(w).max(), "you divided by max|w_i|; an L∞ ball is measured by the dual, L1, norm"),
         (score / np.abs(w).sum(), "the score s(x₀) is negative here: ε* uses its absolute value"),
     ]

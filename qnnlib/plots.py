@@ -774,7 +774,7 @@ def plot_face_vs_volume(face, *, ax=None, title=None):
 
 @styled
 def plot_fragility(columns, predictors, *, labels=None, rho=None, axes=None, target="min_eps",
-                   target_label=r"minimal adversarial $\varepsilon^*$"):
+                   target_label="minimal adversarial ε*"):
     """The minimal adversarial ε of each image against per-image predictors (Chapter 10).
 
     ``columns``: ``{name: (n,) array}`` of a fragility table (``FragilityRun.columns``), with the

@@ -269,6 +269,13 @@ def test_recorded_fragility_reads_the_book_tables_and_names_what_is_missing(tmp_
     monkeypatch.setattr(fragility_runs, "in_checkout", lambda: False)
     with pytest.raises(experiments.RecordedRunUnavailable, match="not available"):
         experiments.recorded_fragility(NAME)
+    if recorded.exists():  # a table still being computed is refused, saying how far it got
+        record = json.loads(recorded.read_text())
+        record["provenance"]["finished"], record["correlation"] = None, None
+        (tmp_path / f"{NAME}.json").write_text(json.dumps(record))
+        (tmp_path / f"{NAME}.npz").write_bytes(recorded.with_suffix(".npz").read_bytes())
+        with pytest.raises(results.ResultsError, match="unfinished \\(500 of 500 images\\)"):
+            experiments.recorded_fragility(NAME)
 
 
 def test_every_recorded_table_matches_its_config_and_the_weights_of_its_network():

@@ -39,7 +39,8 @@ def _publish(folder, name):
 def test_the_front_page_quotes_the_recorded_minutes():
     intro = (ROOT / "book" / "intro.md").read_text()
     for name, words in (("mnist-cnn3", "`mnist-cnn3` took {} minutes"), ("mnist-cnn3-seed1", "its second seed {}"),
-                        ("mnist-cnn3-seed2", "its third {}"), ("mnist-cnn3-at", "`mnist-cnn3-at` of Chapter 10 {} minutes")):
+                        ("mnist-cnn3-seed2", "its third {}"),
+                        ("mnist-cnn3-at", "`mnist-cnn3-at` of Chapter 10 {} minutes")):
         assert words.format(rec.RECORDED_MINUTES[name]) in " ".join(intro.split()), name
 
 

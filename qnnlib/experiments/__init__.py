@@ -49,6 +49,7 @@ __all__ = [
     "RecordedRunUnavailable", "data_check", "how_to_compute", "in_checkout", "reliable_epochs",
     "add_feature_scale", "feature_space_of",
     "FRAGILITY_CONFIGS", "FRAGILITY_FAST", "FragilityConfig", "FragilityRun", "configure_fragility",
-    "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "recorded_fragility", "run_fragility", "select_images",
+    "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "recorded_fragility", "run_fragility",
+    "select_images",
     "show_fragility",
 ]

@@ -280,8 +280,8 @@ def recorded_fragility(name: str) -> FragilityRun:
                                      f"(runs/{name}.json); QNNLIB_FAST=1 computes a tiny one in a minute")
     table = load_fragility(path)
     if not table.finished:
-        raise results.ResultsError(f"{path} is unfinished ({table.record['summary'] and table.record['summary']['n_images']} "
-                                   f"of {table.record['config']['n_images']} images)")
+        done = (table.record["summary"] or {}).get("n_images", 0)
+        raise results.ResultsError(f"{path} is unfinished ({done} of {table.record['config']['n_images']} images)")
     return table
 
 
