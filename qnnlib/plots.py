@@ -803,6 +803,7 @@ def plot_fragility(columns, predictors, *, labels=None, rho=None, axes=None, tar
         v = v[np.isfinite(v)]
         return v.size and v.min() > 0 and v.max() > 10 * v.min()
 
+    legend = False  # one legend for the figure, in the first panel with unreliable points
     for ax, name in zip(axes, predictors):
         x = np.asarray(columns[name], dtype=float)
         keep = finite & np.isfinite(x)
@@ -810,7 +811,9 @@ def plot_fragility(columns, predictors, *, labels=None, rho=None, axes=None, tar
         if (keep & ~ok).any():
             ax.scatter(x[keep & ~ok], y[keep & ~ok], s=14, facecolors="none", edgecolors="C3", linewidths=0.8,
                        label="local ψ unreliable")
-            ax.legend(loc="best")
+            if not legend:
+                ax.legend(loc="best")
+                legend = True
         if wide_and_positive(x[keep]):
             ax.set_xscale("log")
         if wide_and_positive(y[keep]):

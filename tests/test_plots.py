@@ -478,5 +478,6 @@ def test_plot_fragility_one_panel_per_predictor_unreliable_hollow_and_rho_in_the
     assert axes[1].get_xscale() == "log" and axes[0].get_xscale() == "linear"  # margin spans > a decade
     assert axes[0].get_yscale() == "log"                              # ε* spans a decade
     assert "+0.90" in axes[1].get_title() and axes[0].get_title() == ""
+    assert axes[0].get_legend() is not None and axes[1].get_legend() is None   # one legend per figure
     with pytest.raises(ValueError, match="not in the table"):
         plots.plot_fragility(columns, ["lipschitz"])
