@@ -550,6 +550,7 @@ def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
     if x0.min() < 0 or x0.max() > 1:
         raise ValueError("x0 must lie in the pixel cube [0, 1]^M")
     eps = float(eps) if eps == math.inf else _number("eps", eps)
+    score = float(w @ x0 + b)
     true = _linear_min_eps(w, float(b), x0)
     if math.isinf(true) or math.isinf(eps):
         if math.isinf(true) and math.isinf(eps):
@@ -558,8 +559,7 @@ def check_linear_min_eps(eps, w, b, x0, *, rtol: float = 1e-6) -> str:
             ": even the farthest point of the cube keeps the class, so no radius succeeds" if math.isinf(true) else ""))
     if _near(eps, true, rtol):
         return f"minimal ε correct: {eps:.6g}" + (" (the cube's faces matter here)" if not _near(
-            true, abs(float(w @ x0 + b)) / np.abs(w).sum(), rtol) else "")
-    score = float(w @ x0 + b)
+            true, abs(score) / np.abs(w).sum(), rtol) else "")
     candidates = [
         (abs(score) / np.abs(w).sum(), "that is |s(x₀)|/‖w‖₁ without the cube: coordinates already at the face "
                                        "they must move towards cannot move, so ε* is larger here"),

@@ -21,6 +21,8 @@ with a seeded generator) for each predictor.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from scipy import stats
@@ -92,6 +94,28 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (ra * rb).sum(-1) / np.sqrt((ra**2).sum(-1) * (rb**2).sum(-1))
 
 
+def _paired_bootstrap(statistic, columns, *, minimum: int, what: str, n_boot, seed, level):
+    """The columns (n,) float64 without the rows holding a NaN, and the percentile-bootstrap interval
+    of ``statistic`` (vectorised along the last axis) over ``n_boot`` resamples of those rows.
+
+    Shared by :func:`spearman_bootstrap` and :func:`partial_spearman_bootstrap`: the same checks,
+    the same draws from ``numpy.random.default_rng(seed)``, the (1 ∓ level)/2 quantiles.
+    """
+    n_boot = _checks.integer(n_boot, "n_boot", low=100)
+    level = _checks.real(level, "level", low=0, high=1, low_open=True, high_open=True)
+    keep = ~np.any([np.isnan(c) for c in columns], axis=0)
+    columns = [c[keep] for c in columns]
+    n = columns[0].size
+    if n < minimum:
+        raise ValueError(f"need at least {minimum} {what} without NaN, got {n}")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = statistic(*(c[idx] for c in columns))
+    boot = boot[np.isfinite(boot)]
+    q = (1 - level) / 2
+    low, high = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
+    return columns, float(low), float(high)
+
+
 def spearman_bootstrap(a, b, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Spearman ρ of paired samples a, b (n,) with a percentile-bootstrap interval over pairs.
 
@@ -103,20 +127,10 @@ def spearman_bootstrap(a, b, *, n_boot: int = 2000, seed: int = 0, level: float 
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same length, got {a.size} and {b.size}")
-    n_boot = _checks.integer(n_boot, "n_boot", low=100)
-    level = _checks.real(level, "level", low=0, high=1, low_open=True, high_open=True)
-    keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    if a.size < 3:
-        raise ValueError(f"need at least 3 pairs without NaN, got {a.size}")
+    (a, b), low, high = _paired_bootstrap(_spearman, [a, b], minimum=3, what="pairs", n_boot=n_boot, seed=seed,
+                                          level=level)
     result = stats.spearmanr(a, b)
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
-    boot = _spearman(a[idx], b[idx])
-    boot = boot[np.isfinite(boot)]
-    q = (1 - level) / 2
-    low, high = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
-    return {"rho": float(result.statistic), "low": float(low), "high": float(high), "n": int(a.size),
-            "p": float(result.pvalue)}
+    return {"rho": float(result.statistic), "low": low, "high": high, "n": int(a.size), "p": float(result.pvalue)}
 
 
 def _partial(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -142,18 +156,9 @@ def partial_spearman_bootstrap(a, b, given, *, n_boot: int = 2000, seed: int = 0
     a, b, c = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b, given))
     if not a.shape == b.shape == c.shape:
         raise ValueError(f"a, b and given must have the same length, got {a.size}, {b.size} and {c.size}")
-    n_boot = _checks.integer(n_boot, "n_boot", low=100)
-    level = _checks.real(level, "level", low=0, high=1, low_open=True, high_open=True)
-    keep = ~(np.isnan(a) | np.isnan(b) | np.isnan(c))
-    a, b, c = a[keep], b[keep], c[keep]
-    if a.size < 4:
-        raise ValueError(f"need at least 4 triples without NaN, got {a.size}")
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
-    boot = _partial(a[idx], b[idx], c[idx])
-    boot = boot[np.isfinite(boot)]
-    q = (1 - level) / 2
-    low, high = np.quantile(boot, [q, 1 - q]) if boot.size else (np.nan, np.nan)
-    return {"rho": float(_partial(a, b, c)), "low": float(low), "high": float(high), "n": int(a.size)}
+    (a, b, c), low, high = _paired_bootstrap(_partial, [a, b, c], minimum=4, what="triples", n_boot=n_boot,
+                                             seed=seed, level=level)
+    return {"rho": float(_partial(a, b, c)), "low": low, "high": high, "n": int(a.size)}
 
 
 def correlation_table(table: dict, *, predictors=PREDICTORS, target: str = "min_eps", n_boot: int = 2000,
@@ -194,7 +199,6 @@ def fab_cross_check(model, x: torch.Tensor, y: torch.Tensor, eps_star, *, eps_ma
         import torchattacks
     except ImportError:
         raise ImportError("the FAB cross-check needs torchattacks: pip install torchattacks") from None
-    import time
 
     eps_star = np.asarray(eps_star, dtype=np.float64).ravel()
     if len(eps_star) != len(y):
