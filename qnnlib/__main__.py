@@ -1,8 +1,9 @@
 """Command line: ``python -m qnnlib list | run NAME [...] | redo-final FILE | show FILE``.
 
-``run`` takes the name of a training experiment (``mnist-cnn3``, …) or of a fragility table
-(``fragility-mnist-cnn3``, …, computed from the recorded network in ``--source``, default
-``book/results``); ``show`` summarises either kind of results file.
+``run`` takes the name of a training experiment (``mnist-cnn3``, …), of a fragility table
+(``fragility-mnist-cnn3``, …) or of a defence test (``defence-mnist-cnn3``); the last two are
+computed from the recorded network in ``--source`` (default ``book/results``). ``show`` summarises
+any kind of results file.
 
 Every error — a bad argument, an unknown experiment, a ``--set`` key or value outside its range,
 an unusable ``--device`` or ``--out``, missing data, a corrupt or mismatched results file, a run
@@ -57,7 +58,7 @@ def _parser() -> _Parser:
     run.add_argument("--no-resume", action="store_true", help="start again even if results exist")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     run.add_argument("--source", default=None, metavar="FOLDER",
-                     help="fragility tables: the folder holding the recorded network (default: book/results)")
+                     help="fragility and defence tests: the folder holding the recorded network (default: book/results)")
     redo = commands.add_parser("redo-final", help="recompute a finished run's final evaluation from its weights",
                                parents=[debug])
     redo.add_argument("file")
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
         if args.command == "list":
             print(experiments.describe())
             print(experiments.describe_fragility())
+            print(experiments.describe_defence())
         elif args.command == "run" and args.name in experiments.FRAGILITY_CONFIGS:
             overrides = _parse_overrides(args.set)
             if args.epochs is not None or "epochs" in overrides:
@@ -88,13 +90,21 @@ def main(argv=None) -> int:
             path = experiments.run_fragility(args.name, fast=args.fast, device=args.device, out=args.out,
                                              resume=not args.no_resume, overrides=overrides, source_dir=args.source)
             print(f"results: {path}")
+        elif args.command == "run" and args.name in experiments.DEFENCE_CONFIGS:
+            overrides = _parse_overrides(args.set)
+            if args.epochs is not None or "epochs" in overrides:
+                raise CLIError(f"{args.name} is a defence test: it has no epochs (fine-tuning: --set finetune_epochs=N)")
+            path = experiments.run_defence(args.name, fast=args.fast, device=args.device, out=args.out,
+                                           resume=not args.no_resume, overrides=overrides, source_dir=args.source)
+            print(f"results: {path}")
         elif args.command == "run":
             if args.source is not None:
-                raise CLIError(f"--source is for fragility tables ({', '.join(experiments.FRAGILITY_CONFIGS)}), "
+                raise CLIError(f"--source is for fragility tables and defence tests "
+                               f"({', '.join([*experiments.FRAGILITY_CONFIGS, *experiments.DEFENCE_CONFIGS])}), "
                                f"not for {args.name!r}")
             if args.name not in experiments.CONFIGS:
                 raise CLIError(f"unknown experiment {args.name!r}; choose one of "
-                               f"{sorted(experiments.CONFIGS) + sorted(experiments.FRAGILITY_CONFIGS)}")
+                               f"{sorted(experiments.CONFIGS) + sorted(experiments.FRAGILITY_CONFIGS) + sorted(experiments.DEFENCE_CONFIGS)}")
             overrides = _parse_overrides(args.set)
             if "epochs" in overrides and args.epochs is not None:
                 raise CLIError("epochs given twice (--epochs and --set epochs)")
@@ -107,12 +117,15 @@ def main(argv=None) -> int:
             print(f"results: {experiments.redo_final(args.file, device=args.device)}")
         elif experiments.is_fragility(args.file):
             print(experiments.show_fragility(args.file))
+        elif experiments.is_defence(args.file):
+            print(experiments.show_defence(args.file))
         else:
             print(experiments.show(args.file))
     except KeyboardInterrupt:
         if debug:
             raise
-        print("qnnlib: interrupted; finished epochs (fragility tables: chunks) are saved, run again to resume",
+        print("qnnlib: interrupted; finished epochs (fragility tables: chunks; defence tests: units) are saved, "
+              "run again to resume",
               file=sys.stderr)
         return 130
     except Exception as error:

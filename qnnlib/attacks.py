@@ -10,7 +10,8 @@ plain functions. They work on tensors of any shape (N, ...), so the same code at
 (``model`` = the network) and features (``model`` = its ``head``, box = the unit feature box).
 
 ``minimal_eps`` (Chapter 10) bisects the L∞ radius of PGD per image to estimate the smallest
-ε at which the prediction changes, always witnessed by a real adversarial example.
+ε at which the prediction changes, always witnessed by a real adversarial example; ``survives``
+runs the same attack at one radius (robust accuracy under it).
 
 Guarantees: the model is in eval mode during the attack and its mode is restored afterwards; only
 the gradient with respect to the input is taken (``torch.autograd.grad``), so no parameter
@@ -217,6 +218,63 @@ def _pgd_batch_eps(model, x, y, eps, *, steps, restarts, rel_alpha, generator, b
     return best
 
 
+def _rivals(logits: torch.Tensor, y: torch.Tensor, targets: int):
+    """(N, T) the ``targets`` runner-up classes of each row of the clean logits, best first (None if 0)."""
+    if not targets:
+        return None
+    ranked = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -float("inf")).argsort(1, descending=True)
+    return ranked[:, :min(targets, logits.shape[1] - 1)]
+
+
+def _attack_settings(steps, restarts, targets, rel_alpha, batch_size):
+    steps = _checks.integer(steps, "steps", low=1)
+    restarts = _checks.integer(restarts, "restarts", low=0)
+    targets = _checks.integer(targets, "targets", low=0)
+    if restarts + targets < 1:
+        raise ValueError(f"restarts + targets must be ≥ 1, got restarts={restarts}, targets={targets}")
+    rel_alpha = _checks.real(rel_alpha, "rel_alpha", low=0, low_open=True)
+    batch_size = _checks.integer(batch_size, "batch_size", low=1)
+    return steps, restarts, targets, rel_alpha, batch_size
+
+
+def survives(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 20, restarts: int = 1,
+             targets: int = 3, rel_alpha: float = 2.5, generator: torch.Generator | None = None,
+             batch_size: int = 256, clamp=(0.0, 1.0)) -> dict:
+    """Per image: is it classified correctly, and does it stay so under the attack of :func:`minimal_eps` at ε?
+
+    The attack is one step of the bisection of :func:`minimal_eps` at a fixed radius: ``restarts``
+    untargeted PGD-``steps`` runs on the summed CE from random starts, then one targeted run per
+    runner-up class (``targets`` of them) maximising z_t − z_y, step α = ``rel_alpha``·ε/steps. An
+    image survives only if no iterate of any run is misclassified (the worst case per image).
+
+    Returns a dict of (N,) bool NumPy arrays: ``clean`` (classified correctly) and ``robust``
+    (classified correctly and never broken; robust ⊆ clean). Eval mode inside, mode restored.
+    """
+    eps = _checks.real(eps, "eps", low=0, low_open=True)
+    steps, restarts, targets, rel_alpha, batch_size = _attack_settings(steps, restarts, targets, rel_alpha,
+                                                                       batch_size)
+    box, y_range = _check_inputs(x, y, clamp)
+    if box is None:
+        raise ValueError("clamp must be a box (low, high) for survives, got None")
+    clean, robust = [], []
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with evaluation(model):
+        for first in range(0, x.shape[0], batch_size):
+            xb = x[first:first + batch_size].detach().to(device)
+            yb = y[first:first + batch_size].to(device).long()
+            with torch.no_grad():
+                logits = model(xb)
+            if first == 0:
+                _check_output(logits, y_range)
+            right = logits.argmax(1) == yb
+            found = _pgd_batch_eps(model, xb, yb, torch.full((xb.shape[0],), eps, dtype=torch.float64, device=device),
+                                   steps=steps, restarts=restarts, rel_alpha=rel_alpha, generator=generator, box=box,
+                                   rivals=_rivals(logits, yb, targets))
+            clean.append(right.cpu())
+            robust.append((right & torch.isinf(found)).cpu())
+    return {"clean": torch.cat(clean).numpy(), "robust": torch.cat(robust).numpy()}
+
+
 def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5, tol: float = 1e-3,
                 steps: int = 20, restarts: int = 1, targets: int = 3, rel_alpha: float = 2.5,
                 generator: torch.Generator | None = None, batch_size: int = 256,
@@ -262,13 +320,8 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5
     """
     eps_max = _checks.real(eps_max, "eps_max", low=0, low_open=True)
     tol = _checks.real(tol, "tol", low=0, low_open=True)
-    steps = _checks.integer(steps, "steps", low=1)
-    restarts = _checks.integer(restarts, "restarts", low=0)
-    targets = _checks.integer(targets, "targets", low=0)
-    if restarts + targets < 1:
-        raise ValueError(f"restarts + targets must be ≥ 1, got restarts={restarts}, targets={targets}")
-    rel_alpha = _checks.real(rel_alpha, "rel_alpha", low=0, low_open=True)
-    batch_size = _checks.integer(batch_size, "batch_size", low=1)
+    steps, restarts, targets, rel_alpha, batch_size = _attack_settings(steps, restarts, targets, rel_alpha,
+                                                                       batch_size)
     box, y_range = _check_inputs(x, y, clamp)
     if box is None:
         raise ValueError("clamp must be a box (low, high) for minimal_eps, got None")
@@ -286,8 +339,7 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5
                 _check_output(logits, y_range)
             wrong = logits.argmax(1) != yb
             n = xb.shape[0]
-            ranked = logits.masked_fill(F.one_hot(yb, logits.shape[1]).bool(), -float("inf")).argsort(1, descending=True)
-            rivals = ranked[:, :min(targets, logits.shape[1] - 1)] if targets else None
+            rivals = _rivals(logits, yb, targets)
             lower = torch.zeros(n, dtype=torch.float64, device=device)
             upper = _pgd_batch_eps(model, xb, yb, torch.full((n,), eps_max, dtype=torch.float64, device=device),
                                    steps=steps, restarts=restarts, rel_alpha=rel_alpha, generator=generator, box=box,

@@ -1,6 +1,6 @@
 """Named experiments, the per-epoch measurement loop, and recorded results (Chapters 6–10).
 
-Seven modules, one concept each:
+Eight modules, one concept each:
 
 * ``configs`` — :class:`ExperimentConfig`, the named ``CONFIGS``, fast mode, config checks;
 * ``measure`` — what is measured after every epoch (feature space, PGD, Δx, Δp, t-SNE
@@ -11,7 +11,9 @@ Seven modules, one concept each:
 * ``recorded`` — recorded results as the book reads them (local, downloaded or run on demand);
 * ``fragility_runs`` — Chapter 10's recorded fragility tables: their named configs, the fixed
   image set, the chunked, resumable computation from a recorded network;
-* ``fragility_record`` — a fragility table's results file: schema, reading, summary.
+* ``fragility_record`` — a fragility table's results file: schema, reading, summary;
+* ``defence_run`` — Chapter 10's recorded defence test (masking the most coupled inputs): config,
+  resumable computation, results file, reader.
 
 Every name the book, the tests and the tools use is re-exported here, so ``experiments.run``,
 ``experiments.recorded(...)`` … keep working. Note that ``experiments.recorded`` is the function;
@@ -39,6 +41,10 @@ from .fragility_runs import (
     FRAGILITY_CONFIGS, FRAGILITY_FAST, FragilityConfig, configure_fragility, describe_fragility, recorded_fragility,
     run_fragility, select_images,
 )
+from .defence_run import (
+    DEFENCE_CONFIGS, DefenceConfig, DefenceRun, configure_defence, describe_defence, is_defence, load_defence,
+    recorded_defence, run_defence, show_defence,
+)
 
 __all__ = [
     "CONFIGS", "FAST", "MODELS", "RESULTS_DIR", "ROOT", "RUNS_DIR", "ExperimentConfig", "build_model", "config_of",
@@ -52,4 +58,6 @@ __all__ = [
     "describe_fragility", "is_fragility", "load_fragility", "read_fragility", "recorded_fragility", "run_fragility",
     "select_images",
     "show_fragility",
+    "DEFENCE_CONFIGS", "DefenceConfig", "DefenceRun", "configure_defence", "describe_defence", "is_defence",
+    "load_defence", "recorded_defence", "run_defence", "show_defence",
 ]
