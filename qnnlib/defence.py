@@ -8,8 +8,8 @@ adversarial training. This module builds the pieces to test that claim against a
 
 * :func:`coupling_scores`: per input component, the mean over calibration images of |B_i − 1| of
   the local ψ on B_ε(x₀) ∩ [0,1]^M (jackknife-corrected, :func:`qnnlib.uncertainty.local_moments`),
-  and, as the control a reviewer would ask for, the mean |∂CE/∂x_i| at the images themselves (plain
-  saliency);
+  and, as the control a reviewer would ask for, the mean |∂ log CE/∂x_i| at the images themselves
+  (a saliency map; Simonyan et al., 2014);
 * :func:`top_mask` and :func:`random_mask`: the k components of largest score, or k at random;
 * :class:`MaskedInput`: the network behind a fixed mask, which replaces the masked components by a
   fill value (the calibration images' mean) before the first layer. The mask is part of the model,
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from . import _checks
-from .attacks import input_gradient
+from .models import evaluation
 from .train import train_epoch
-from .uncertainty.local import local_moments
+from .uncertainty.local import _log_ce_rows, local_moments
 
 MASK_KINDS = ("coupling", "saliency", "random")
 
@@ -46,16 +46,36 @@ def coupling_scores(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
     Returns a dict: ``coupling`` (M,) float64, the mean over images of |B_i − 1| of each image's local ψ
     on B_ε(x₀) ∩ [0,1]^M (``n_samples`` points from a generator seeded by ``seed``; ``sampler``,
     ``pilot``, ``stages``, ``n_groups`` as in :func:`qnnlib.uncertainty.local_moments`);
-    ``saliency`` (M,) float64, the mean |∂CE/∂x_i| at the images; ``reliable`` (int), how many of
+    ``saliency`` (M,) float64, the mean |∂ log CE/∂x_i| at the images (:func:`log_loss_gradient`:
+    every image counts alike, where ∂CE itself would be dominated by the least confident few);
+    ``reliable`` (int), how many of
     the N local estimates pass the reliability checks (ESS ≥ 100, k̂ ≤ 0.7).
     """
     seed = _checks.integer(seed, "seed", low=0)
+    _checks.labels(y, "y", n=x.shape[0])
     local = local_moments(model, x, y, eps=eps, n_samples=n_samples, generator=torch.Generator().manual_seed(seed),
                           warn=False, sampler=sampler, pilot=pilot, stages=stages, n_groups=n_groups)
     boundary = torch.stack([m.boundary_jk.flatten() for m in local.moments])
-    saliency = input_gradient(model, x, y).flatten(1).abs().double().mean(0)
+    saliency = log_loss_gradient(model, x, y).flatten(1).abs().double().mean(0)
     return {"coupling": (boundary - 1).abs().mean(0).numpy(), "saliency": saliency.cpu().numpy(),
             "reliable": sum(1 for m in local.moments if not m.unreliable)}
+
+
+def log_loss_gradient(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per image, ∂ log CE(f(x_n), y_n) / ∂x_n, shaped like ``x`` — the momentum of Chapter 3 at x_n.
+
+    The log is taken stably (exact where CE underflows), so confidently classified images, whose
+    CE gradient is of order e^(−margin), contribute a gradient of order one: for them
+    log CE ≈ −margin, and this is minus the gradient of the margin. Eval mode inside, restored.
+    """
+    _checks.float_batch(x, "x")
+    _checks.labels(y, "y", n=x.shape[0])
+    with evaluation(model):
+        x_var = x.detach().clone().requires_grad_(True)
+        log_loss = _log_ce_rows(model(x_var), y.long())
+        _checks.finite_loss(torch.isfinite(log_loss).all(), "log_loss_gradient")
+        (grad,) = torch.autograd.grad(log_loss.sum(), x_var)
+    return grad
 
 
 def _check_k(k, m: int) -> int:

@@ -138,6 +138,19 @@ def test_coupling_and_saliency_vanish_exactly_on_inputs_the_loss_ignores(one_thr
     assert 0 <= scores["reliable"] <= 6
 
 
+def test_the_log_loss_gradient_is_the_gradient_over_the_loss_and_stays_finite_where_the_loss_underflows():
+    model = _linear(torch.tensor([[3.0, -1.0], [-2.0, 4.0]], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    x = torch.tensor([[0.2, 0.3], [0.6, 0.1]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    loss = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    assert torch.allclose(defence.log_loss_gradient(model, x, y), attacks.input_gradient(model, x, y) / loss[:, None])
+    # margin 800: CE = e^(−800) underflows even in float64; log CE ≈ −margin, its gradient −(w_y − w_j)
+    far = _linear(torch.tensor([[400.0, 0.0], [-400.0, 0.0]], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    assert torch.nn.functional.cross_entropy(far(torch.tensor([[1.0, 0.5]], dtype=torch.float64)), torch.tensor([0])) == 0
+    g = defence.log_loss_gradient(far, torch.tensor([[1.0, 0.5]], dtype=torch.float64), torch.tensor([0]))
+    assert torch.allclose(g, torch.tensor([[-800.0, 0.0]], dtype=torch.float64))
+
+
 def test_finetune_trains_a_copy_behind_the_mask_and_repeats_with_its_seed(one_thread):
     model = _conv()
     before = {k: v.clone() for k, v in model.state_dict().items()}
