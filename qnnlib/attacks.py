@@ -226,6 +226,19 @@ def _rivals(logits: torch.Tensor, y: torch.Tensor, targets: int):
     return ranked[:, :min(targets, logits.shape[1] - 1)]
 
 
+def _clean_batches(model, x, y, batch_size, y_range):
+    """(x_batch, y_batch, clean logits) on the model's device, batch by batch; the first checks the labels."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for first in range(0, x.shape[0], batch_size):
+        xb = x[first:first + batch_size].detach().to(device)
+        yb = y[first:first + batch_size].to(device).long()
+        with torch.no_grad():
+            logits = model(xb)
+        if first == 0:
+            _check_output(logits, y_range)
+        yield xb, yb, logits
+
+
 def _attack_settings(steps, restarts, targets, rel_alpha, batch_size):
     steps = _checks.integer(steps, "steps", low=1)
     restarts = _checks.integer(restarts, "restarts", low=0)
@@ -257,15 +270,9 @@ def survives(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int 
     if box is None:
         raise ValueError("clamp must be a box (low, high) for survives, got None")
     clean, robust = [], []
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with evaluation(model):
-        for first in range(0, x.shape[0], batch_size):
-            xb = x[first:first + batch_size].detach().to(device)
-            yb = y[first:first + batch_size].to(device).long()
-            with torch.no_grad():
-                logits = model(xb)
-            if first == 0:
-                _check_output(logits, y_range)
+        for xb, yb, logits in _clean_batches(model, x, y, batch_size, y_range):
+            device = xb.device
             right = logits.argmax(1) == yb
             found = _pgd_batch_eps(model, xb, yb, torch.full((xb.shape[0],), eps, dtype=torch.float64, device=device),
                                    steps=steps, restarts=restarts, rel_alpha=rel_alpha, generator=generator, box=box,
@@ -328,15 +335,9 @@ def minimal_eps(model, x: torch.Tensor, y: torch.Tensor, *, eps_max: float = 0.5
     if eps_max > box[1] - box[0]:
         raise ValueError(f"eps_max must be in (0, {box[1] - box[0]:g}] (the box width), got {eps_max}")
     out = {k: [] for k in ("eps", "lower", "clean_wrong", "unbroken")}
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with evaluation(model):
-        for first in range(0, x.shape[0], batch_size):
-            xb = x[first:first + batch_size].detach().to(device)
-            yb = y[first:first + batch_size].to(device).long()
-            with torch.no_grad():
-                logits = model(xb)
-            if first == 0:
-                _check_output(logits, y_range)
+        for xb, yb, logits in _clean_batches(model, x, y, batch_size, y_range):
+            device = xb.device
             wrong = logits.argmax(1) != yb
             n = xb.shape[0]
             rivals = _rivals(logits, yb, targets)

@@ -245,3 +245,16 @@ def test_the_recorded_defence_test_matches_its_config_and_its_network():
     weights = experiments.weights_path(experiments.RESULTS_DIR / f"{config.source}.json")
     assert run.record["source"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert json.loads(json.dumps(run.record))["calibration"]["n"] == config.n_calib
+
+
+def test_recorded_defence_names_what_is_missing(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown defence experiment"):
+        experiments.recorded_defence("defence-nothing")
+    recorded_module = __import__("importlib").import_module("qnnlib.experiments.recorded")
+    monkeypatch.setattr(recorded_module, "_recorded_path", lambda name: tmp_path / f"{name}.json")
+    monkeypatch.setattr(recorded_module, "in_checkout", lambda: True)
+    with pytest.raises(FileNotFoundError, match=f"python -m qnnlib run {NAME}` --out book/results"):
+        experiments.recorded_defence(NAME)
+    monkeypatch.setattr(recorded_module, "in_checkout", lambda: False)
+    with pytest.raises(experiments.RecordedRunUnavailable, match=f"the defence test {NAME} is not available"):
+        experiments.recorded_defence(NAME)

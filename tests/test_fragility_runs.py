@@ -8,6 +8,7 @@ results file and its weights; the tables use a few images and points, and weak a
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from pathlib import Path
@@ -262,11 +263,12 @@ def test_recorded_fragility_reads_the_book_tables_and_names_what_is_missing(tmp_
     if recorded.exists():
         table = experiments.recorded_fragility(NAME)
         assert table.finished and len(table.columns["min_eps"]) == table.record["summary"]["n_images"]
-    monkeypatch.setattr(fragility_runs, "in_checkout", lambda: True)
-    monkeypatch.setattr(fragility_runs, "_recorded_path", lambda name: tmp_path / f"{name}.json")
+    recorded_module = importlib.import_module("qnnlib.experiments.recorded")
+    monkeypatch.setattr(recorded_module, "in_checkout", lambda: True)
+    monkeypatch.setattr(recorded_module, "_recorded_path", lambda name: tmp_path / f"{name}.json")
     with pytest.raises(FileNotFoundError, match="python -m qnnlib run fragility-mnist-cnn3"):
         experiments.recorded_fragility(NAME)
-    monkeypatch.setattr(fragility_runs, "in_checkout", lambda: False)
+    monkeypatch.setattr(recorded_module, "in_checkout", lambda: False)
     with pytest.raises(experiments.RecordedRunUnavailable, match="not available"):
         experiments.recorded_fragility(NAME)
     if recorded.exists():  # a table still being computed is refused, saying how far it got

@@ -42,7 +42,7 @@ from ..data import load_dataset
 from . import store
 from .configs import MAX_SEED, RESULTS_DIR, RUNS_DIR, _coerce, _type_ok
 from .fragility_runs import _source
-from .recorded import RecordedRunUnavailable, _recorded_path, in_checkout
+from .recorded import locate_recorded
 from .runner import _device
 
 KIND = "defence"
@@ -227,15 +227,9 @@ def recorded_defence(name: str) -> DefenceRun:
     """The recorded defence test ``name`` (``book/results/NAME.json`` and ``.npz``; downloaded in Colab), never computing it."""
     if name not in DEFENCE_CONFIGS:
         raise ValueError(f"unknown defence experiment {name!r}; choose one of {sorted(DEFENCE_CONFIGS)}")
-    path = _recorded_path(name)
-    if not path.exists():
-        command = f"`python -m qnnlib run {name}`"
-        if in_checkout():
-            raise FileNotFoundError(f"{path} not found: record it with {command} --out book/results")
-        raise RecordedRunUnavailable(f"the defence test {name} is not available: {command} computes it")
-    run = load_defence(path)
+    run = load_defence(locate_recorded(name, "defence test"))
     if not run.finished:
-        raise results.ResultsError(f"{path} is unfinished ({len(run.record['units'])} of "
+        raise results.ResultsError(f"{run.path} is unfinished ({len(run.record['units'])} of "
                                    f"{len(DefenceConfig(**_config_fields(run.record['config'])).units())} units)")
     return run
 

@@ -47,7 +47,7 @@ from ..models import evaluation
 from . import store
 from .configs import MAX_SEED, RESULTS_DIR, RUNS_DIR, _coerce, _type_ok
 from .fragility_record import KIND, SCHEMA, FragilityRun, load_fragility, read_fragility, validate_fragility
-from .recorded import RecordedRunUnavailable, _recorded, _recorded_path, final_model, in_checkout, weights_path
+from .recorded import _recorded, final_model, locate_recorded, weights_path
 from .runner import _device
 
 
@@ -271,13 +271,8 @@ def recorded_fragility(name: str) -> FragilityRun:
     """
     if name not in FRAGILITY_CONFIGS:
         raise ValueError(f"unknown fragility experiment {name!r}; choose one of {sorted(FRAGILITY_CONFIGS)}")
-    path = _recorded_path(name)
-    if not path.exists():
-        command = f"`python -m qnnlib run {name}`"
-        if in_checkout():
-            raise FileNotFoundError(f"{path} not found: record it with {command} --out book/results")
-        raise RecordedRunUnavailable(f"the fragility table {name} is not available: {command} computes it "
-                                     f"(runs/{name}.json); QNNLIB_FAST=1 computes a tiny one in a minute")
+    path = locate_recorded(name, "fragility table",
+                           f" (runs/{name}.json); QNNLIB_FAST=1 computes a tiny one in a minute")
     table = load_fragility(path)
     if not table.finished:
         done = (table.record["summary"] or {}).get("n_images", 0)

@@ -109,6 +109,19 @@ def _recorded_path(name: str) -> Path:
     return mine if mine.exists() else local
 
 
+def locate_recorded(name: str, what: str, hint: str = "") -> Path:
+    """The path of the recorded file ``name`` (:func:`_recorded_path`), which exists; if it does not,
+    ``FileNotFoundError`` in a checkout (record it) or ``RecordedRunUnavailable`` elsewhere, both
+    naming the command that computes it. ``what`` names the kind of file ("fragility table", …)."""
+    path = _recorded_path(name)
+    if not path.exists():
+        command = f"`python -m qnnlib run {name}`"
+        if in_checkout():
+            raise FileNotFoundError(f"{path} not found: record it with {command} --out book/results")
+        raise RecordedRunUnavailable(f"the {what} {name} is not available: {command} computes it{hint}")
+    return path
+
+
 def how_to_compute(name: str) -> str:
     """The command that computes the run ``name`` and how long it took when it was recorded."""
     minutes = RECORDED_MINUTES.get(name)
