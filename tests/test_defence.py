@@ -146,8 +146,9 @@ def test_the_log_loss_gradient_is_the_gradient_over_the_loss_and_stays_finite_wh
     assert torch.allclose(defence.log_loss_gradient(model, x, y), attacks.input_gradient(model, x, y) / loss[:, None])
     # margin 800: CE = e^(−800) underflows even in float64; log CE ≈ −margin, its gradient −(w_y − w_j)
     far = _linear(torch.tensor([[400.0, 0.0], [-400.0, 0.0]], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
-    assert torch.nn.functional.cross_entropy(far(torch.tensor([[1.0, 0.5]], dtype=torch.float64)), torch.tensor([0])) == 0
-    g = defence.log_loss_gradient(far, torch.tensor([[1.0, 0.5]], dtype=torch.float64), torch.tensor([0]))
+    point = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    assert torch.nn.functional.cross_entropy(far(point), torch.tensor([0])) == 0
+    g = defence.log_loss_gradient(far, point, torch.tensor([0]))
     assert torch.allclose(g, torch.tensor([[-800.0, 0.0]], dtype=torch.float64))
 
 
@@ -193,7 +194,8 @@ def test_a_defence_test_records_every_unit_and_resumes_after_a_kill(source, data
     assert len(config.units()) == 1 + 2 * 3 and run.finished
     assert run.arrays["robust"].shape == (7, 40) and run.arrays["masks"].shape == (7, 784)
     assert run.arrays["masks"].sum(1).tolist() == [0, 8, 8, 8, 64, 64, 64]
-    assert np.all(run.arrays["robust"] <= run.arrays["clean"]) and np.all(run.arrays["robust_ft"] <= run.arrays["clean_ft"])
+    assert np.all(run.arrays["robust"] <= run.arrays["clean"])
+    assert np.all(run.arrays["robust_ft"] <= run.arrays["clean_ft"])
     for u, row in enumerate(run.table()):
         assert row["robust"] == pytest.approx(run.arrays["robust"][u].mean())
     assert main(["show", str(path)]) == 0 and "coupling" in capsys.readouterr().out

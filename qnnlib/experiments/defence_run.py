@@ -193,7 +193,9 @@ def is_defence(path) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class DefenceRun:
-    """A defence test as the book reads it: ``record``, ``arrays`` (the npz), ``path``; ``finished`` when every unit is done."""
+    """A defence test as the book reads it: ``record``, ``arrays`` (the npz), ``path``.
+
+    ``finished``: every unit is done."""
 
     record: dict
     arrays: dict
@@ -219,12 +221,14 @@ def load_defence(path) -> DefenceRun:
     with np.load(npz) as data:
         arrays = {k: data[k] for k in data.files}
     if len(arrays.get("robust", ())) != len(record["units"]):
-        raise results.ResultsError(f"{npz} holds another number of units than the {len(record['units'])} of {path.name}")
+        raise results.ResultsError(f"{npz} holds another number of units than the {len(record['units'])} "
+                                   f"of {path.name}")
     return DefenceRun(record, arrays, path)
 
 
 def recorded_defence(name: str) -> DefenceRun:
-    """The recorded defence test ``name`` (``book/results/NAME.json`` and ``.npz``; downloaded in Colab), never computing it."""
+    """The recorded defence test ``name`` (``book/results/NAME.json`` and ``.npz``; downloaded in
+    Colab), never computing it; ``ResultsError`` if it is unfinished."""
     if name not in DEFENCE_CONFIGS:
         raise ValueError(f"unknown defence experiment {name!r}; choose one of {sorted(DEFENCE_CONFIGS)}")
     run = load_defence(locate_recorded(name, "defence test"))
@@ -288,7 +292,8 @@ def _resume(files: store.RunFiles, digest: str, identity: dict):
         if files.json.exists() and is_defence(files.json):
             record = results.read_json(files.json)
             if store.config_hash(record["experiment"], record["config"]) != digest:
-                raise results.ResultsError(f"{files.json} was made with another config; use --no-resume or another --out")
+                raise results.ResultsError(f"{files.json} was made with another config; "
+                                           "use --no-resume or another --out")
             if record["provenance"]["finished"] is not None:
                 if record["source"]["weights_sha256"] != identity["weights_sha256"]:
                     raise results.ResultsError(f"{files.json} was computed from another {identity['name']} network; "
