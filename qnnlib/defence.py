@@ -1,7 +1,7 @@
 """A defence without adversarial training? Masking the inputs with the largest coupling (Chapter 10).
 
 The authors' follow-up (arXiv:2603.19562) proposes that the input components with the strongest
-input–gradient coupling — the correlation between a pixel's value and the loss gradient along it,
+input–gradient coupling — the covariance, under ψ², of a pixel's value with its momentum ∂_i log l,
 which in this book is the boundary term B_i − 1 = 2∫(x_i − ⟨x_i⟩)ψ∂_iψ of the local wave function —
 are the channels an attack uses, so that masking them should make a network more robust without
 adversarial training. This module builds the pieces to test that claim against an adaptive attack:
@@ -48,8 +48,8 @@ def coupling_scores(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
     ``pilot``, ``stages``, ``n_groups`` as in :func:`qnnlib.uncertainty.local_moments`);
     ``saliency`` (M,) float64, the mean |∂ log CE/∂x_i| at the images (:func:`log_loss_gradient`:
     every image counts alike, where ∂CE itself would be dominated by the least confident few);
-    ``reliable`` (int), how many of
-    the N local estimates pass the reliability checks (ESS ≥ 100, k̂ ≤ 0.7).
+    ``reliable`` (int), how many of the N local estimates pass the reliability checks (ESS ≥ 100,
+    k̂ ≤ 0.7).
     """
     seed = _checks.integer(seed, "seed", low=0)
     _checks.labels(y, "y", n=x.shape[0])
@@ -106,9 +106,9 @@ def random_mask(m: int, k: int, generator: torch.Generator) -> torch.Tensor:
 class MaskedInput(nn.Module):
     """``model`` behind a fixed input mask: x ↦ model(where(mask, fill, x)).
 
-    ``mask`` (bool) and ``fill`` (float) have the shape of one input or broadcast to it (an (M,)
-    mask is reshaped to the input's shape on the first call's shape); both are buffers, so they
-    move with the model and are saved with its state. The masked components can take any value
+    ``mask`` (bool) has the M elements of one input, in any shape (it is reshaped to each batch's
+    input shape); ``fill`` is a number or has M elements too. Both are buffers, so they move with
+    the model and are saved with its state. The masked components can take any value
     without changing the output, so an L∞ attack on the masked model spends its budget on the rest.
     """
 
