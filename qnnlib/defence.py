@@ -6,10 +6,10 @@ which in this book is the boundary term B_i − 1 = 2∫(x_i − ⟨x_i⟩)ψ∂
 are the channels an attack uses, so that masking them should make a network more robust without
 adversarial training. This module builds the pieces to test that claim against an adaptive attack:
 
-* :func:`coupling_scores`: per input component, the mean over calibration images of |B_i − 1| of
-  the local ψ on B_ε(x₀) ∩ [0,1]^M (jackknife-corrected, :func:`qnnlib.uncertainty.local_moments`),
-  and, as the control a reviewer would ask for, the mean |∂ log CE/∂x_i| at the images themselves
-  (a saliency map; Simonyan et al., 2014);
+* :func:`coupling_scores`: per input component, the mean over calibration images of
+  ``|B_i − 1|`` of the local ψ on B_ε(x₀) ∩ [0,1]^M (jackknife-corrected,
+  :func:`qnnlib.uncertainty.local_moments`), and, as the control a reviewer would ask for, the
+  mean ``|∂ log CE / ∂x_i|`` at the images themselves (a saliency map; Simonyan et al., 2014);
 * :func:`top_mask` and :func:`random_mask`: the k components of largest score, or k at random;
 * :class:`MaskedInput`: the network behind a fixed mask, which replaces the masked components by a
   fill value (the calibration images' mean) before the first layer. The mask is part of the model,
@@ -20,7 +20,7 @@ adversarial training. This module builds the pieces to test that claim against a
   that the comparison does not only measure a network that was never shown the mask.
 
 The recorded experiment (``python -m qnnlib run defence-mnist-cnn3``) lives in
-:mod:`qnnlib.experiments.defence_run`.
+``qnnlib.experiments.defence_run`` (:func:`qnnlib.experiments.run_defence`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def coupling_scores(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_sa
                     sampler: str = "tilted", pilot: int = 256, stages: int = 2, n_groups: int = 32) -> dict:
     """Per input component, how strongly the loss couples to it near the images ``x`` (N, ...) with labels ``y``.
 
-    Returns a dict: ``coupling`` (M,) float64, the mean over images of |B_i − 1| of each image's local ψ
-    on B_ε(x₀) ∩ [0,1]^M (``n_samples`` points from a generator seeded by ``seed``; ``sampler``,
+    Returns a dict: ``coupling`` (M,) float64, the mean over images of ``|B_i − 1|`` of each image's
+    local ψ on B_ε(x₀) ∩ [0,1]^M (``n_samples`` points from a generator seeded by ``seed``; ``sampler``,
     ``pilot``, ``stages``, ``n_groups`` as in :func:`qnnlib.uncertainty.local_moments`);
-    ``saliency`` (M,) float64, the mean |∂ log CE/∂x_i| at the images (:func:`log_loss_gradient`:
-    every image counts alike, where ∂CE itself would be dominated by the least confident few);
+    ``saliency`` (M,) float64, the mean ``|∂ log CE / ∂x_i|`` at the images
+    (:func:`log_loss_gradient`: every image counts alike, where ∂CE itself would be dominated by
+    the least confident few);
     ``reliable`` (int), how many of the N local estimates pass the reliability checks (ESS ≥ 100,
     k̂ ≤ 0.7).
     """

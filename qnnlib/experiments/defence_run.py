@@ -3,7 +3,8 @@
 A defence experiment ``defence-NET`` reads the finished recorded network ``NET`` and
 
 1. scores every input component on ``n_calib`` seeded training images (:func:`qnnlib.defence.coupling_scores`:
-   the mean |B_i − 1| of the local ψ at ε, and the mean |∂CE/∂x_i| as the saliency control);
+   the mean ``|B_i − 1|`` of the local ψ at ε, and the mean ``|∂ log CE / ∂x_i|`` as the saliency
+   control);
 2. for each k of ``ks`` builds masks of k components — the k most coupled, the k most salient and
    ``random_masks`` random ones — plus the unmasked network (k = 0), each filling its masked
    components with the calibration images' mean;
