@@ -166,7 +166,7 @@ colab: $(STAMP)
 # test's fast one in CI; built here in fast mode if there is none) run chapter by chapter in a
 # Colab-like environment (.venv-colab: Colab's packages, no myst-nb/Sphinx/torchattacks), qnnlib
 # installed by each chapter's own install cell from this clone, the recorded runs served from a
-# loopback port; then again after a simulated restart (Chapter 8 then on official-layout CIFAR-10
+# loopback port; Chapters 6 and 8 again after a simulated restart (Chapter 8 then on official-layout CIFAR-10
 # whose images differ from the recorded runs'); the assignments' student notebooks once, with
 # otter-grader from the package index. It prints notebook × status × seconds.
 # First the edition tests that need an executed build (they skip in make unit, which runs before it).

@@ -87,6 +87,11 @@ def test_plan_runs_chapter_8_restart_on_other_data_and_students_once_longest_fir
     assert kernels["08_pixels.ipynb"] == [("first run", "colab-fast"), ("restart", "colab-fast-official")]
     assert kernels["06_mnist.ipynb"] == [("first run", "colab-fast"), ("first run", "colab-full"),
                                          ("restart", "colab-fast")]
+    assert kernels["01_a.ipynb"] == [("first run", "colab-fast")]  # not in RESTART_TOO
+    every = colab_check.plan(chapters, [], restart=True, other_data=True, restart_all=True)
+    assert [phase for _, phase, _, _ in every[chapters[0]]] == ["first run", "restart"]
+    none = colab_check.plan(chapters, [], restart=False, other_data=True, restart_all=True)
+    assert all(phase == "first run" for todo in none.values() for _, phase, _, _ in todo)
     assert [(phase, expect) for _, phase, _, expect in runs[students[0]]] == [("first run", colab_check.student_problems)]
     same = colab_check.plan(chapters, [], restart=True, other_data=False)
     assert [kernel for _, _, kernel, _ in same[chapters[2]]] == ["colab-fast", "colab-fast"]

@@ -12,8 +12,12 @@ The reader's machine, simulated offline:
 - the notebook copied into a temporary folder outside the repository, and ``PYTHONPATH`` unset.
 
 Every chapter runs top to bottom in fast mode (``QNNLIB_FAST=1``), Chapter 6 also in full mode;
-then all of them again in fast mode in the same environments, qnnlib already installed, in a new
-kernel (the restart that the install asks for). In that restart pass Chapter 8 reads CIFAR-10 in the
+then Chapters 6 and 8 (``RESTART_TOO``; every chapter with ``--restart-all``) again in fast mode in
+the same environments, qnnlib already installed, in a new kernel (the restart that the install asks
+for). Every chapter's install cell is the same text (``tests/test_colab_edition.py``), so what a
+restart can lose is lost in every chapter alike; Chapters 6 and 8 read recorded runs through the
+results URL that a restart would lose (Chapter 6 retrained its 50-epoch run when it did). In that
+restart pass Chapter 8 reads CIFAR-10 in the
 official layout, with images that differ from the JPEG copy the recorded runs used (written by
 ``tools/official_layout.py``, which also tells torchvision their md5s in that kernel only): it
 must run to the end and say which data it used. With ``--students``, every assignment notebook
@@ -32,6 +36,7 @@ whose two runs are the critical path), so the other worker never oversubscribes 
 Usage::
 
     .venv/bin/python tools/colab_check.py [--notebooks DIR] [--students DIR] [--only 06 07] [--workers 2]
+                                          [--restart-all | --no-restart]
 
 ``--notebooks`` defaults to the Colab edition ``_build/colab/book`` (``make colab``). Prints one
 table, notebook × status × wall seconds per pass, and exits 1 if any run failed, 2 on bad input.
@@ -68,6 +73,8 @@ from colab_env import (ABSENT, COLAB_PACKAGES, UNPINNED, VENV, _constraints, che
 
 EDITION = ROOT / "_build" / "colab" / "book"
 FULL_MODE_TOO = ("06_",)
+# The chapters run again after a restart (all of them with --restart-all): see the docstring.
+RESTART_TOO = ("06_", "08_")
 # The restart pass of these chapters reads CIFAR-10 in the official layout whose images differ
 # from the JPEG copy the recorded runs used (official_layout.py): the page must say so, in the
 # sentence of experiments.data_check, and run to the end.
@@ -249,8 +256,11 @@ def _says(sentence: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def plan(chapters: list[Path], students: list[Path], *, restart: bool, other_data: bool) -> dict[Path, list[tuple]]:
+def plan(chapters: list[Path], students: list[Path], *, restart: bool, other_data: bool,
+         restart_all: bool = False) -> dict[Path, list[tuple]]:
     """The runs of each notebook, in order: (row name, phase, kernel, expect), longest notebooks first.
+
+    ``restart``: run the chapters of ``RESTART_TOO`` (every chapter if ``restart_all``) again after a restart.
 
     A notebook's runs share its environment, so they run one after the other (the first installs
     qnnlib; the restart pass finds it installed); different notebooks run in parallel.
@@ -260,7 +270,7 @@ def plan(chapters: list[Path], students: list[Path], *, restart: bool, other_dat
         todo = [(path.stem, "first run", "colab-fast", None)]
         if path.name.startswith(FULL_MODE_TOO):
             todo.append((f"{path.stem} (full mode)", "first run", "colab-full", None))
-        if restart:
+        if restart and (restart_all or path.name.startswith(RESTART_TOO)):
             # The restart pass runs fast mode only: what a restart can lose (the results URL, the
             # installed package) both modes read the same way, and in fast mode a lost URL shows as
             # the tiny runs' "training started" line just as a full-mode run would retrain.
@@ -288,6 +298,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commit", default="HEAD", help="the commit to install and serve results from")
     parser.add_argument("--no-restart", action="store_true", help="skip the second (restart) pass")
+    parser.add_argument("--restart-all", action="store_true",
+                        help="run every chapter after the restart, not only " + ", ".join(RESTART_TOO))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (executed notebooks)")
     args = parser.parse_args(argv)
     if not args.notebooks.is_dir():
@@ -326,7 +338,9 @@ def main(argv=None) -> int:
         else:   # the official files themselves (or none: downloaded): the first pass reads them already
             print(f"colab-check: no JPEG copy under {data}: Chapter 8's restart pass reads the same data", flush=True)
             other_data = False
-    runs = plan(chapters, students, restart=not args.no_restart, other_data=other_data)
+    if args.restart_all and args.no_restart:
+        fail("--restart-all and --no-restart contradict each other; give one")
+    runs = plan(chapters, students, restart=not args.no_restart, other_data=other_data, restart_all=args.restart_all)
     # The longest notebook (Chapter 8, both passes: the critical path) may use every core; the
     # others get one torch thread each and fill the other worker's time without oversubscribing.
     longest = next(iter(runs))
