@@ -68,6 +68,15 @@ def _parser() -> _Parser:
     return parser
 
 
+def _derived(experiments, name: str):
+    """``(runner, what it is, how its size is set)`` if ``name`` is computed from a recorded network, else None."""
+    kinds = ((experiments.FRAGILITY_CONFIGS, experiments.run_fragility, "a fragility table",
+              "its size is --set n_images=N"),
+             (experiments.DEFENCE_CONFIGS, experiments.run_defence, "a defence test",
+              "fine-tuning: --set finetune_epochs=N"))
+    return next((kind[1:] for kind in kinds if name in kind[0]), None)
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text
@@ -83,19 +92,13 @@ def main(argv=None) -> int:
             print(experiments.describe())
             print(experiments.describe_fragility())
             print(experiments.describe_defence())
-        elif args.command == "run" and args.name in experiments.FRAGILITY_CONFIGS:
+        elif args.command == "run" and (derived := _derived(experiments, args.name)):
+            runner, what, size = derived
             overrides = _parse_overrides(args.set)
             if args.epochs is not None or "epochs" in overrides:
-                raise CLIError(f"{args.name} is a fragility table: it has no epochs (its size is --set n_images=N)")
-            path = experiments.run_fragility(args.name, fast=args.fast, device=args.device, out=args.out,
-                                             resume=not args.no_resume, overrides=overrides, source_dir=args.source)
-            print(f"results: {path}")
-        elif args.command == "run" and args.name in experiments.DEFENCE_CONFIGS:
-            overrides = _parse_overrides(args.set)
-            if args.epochs is not None or "epochs" in overrides:
-                raise CLIError(f"{args.name} is a defence test: it has no epochs (fine-tuning: --set finetune_epochs=N)")
-            path = experiments.run_defence(args.name, fast=args.fast, device=args.device, out=args.out,
-                                           resume=not args.no_resume, overrides=overrides, source_dir=args.source)
+                raise CLIError(f"{args.name} is {what}: it has no epochs ({size})")
+            path = runner(args.name, fast=args.fast, device=args.device, out=args.out, resume=not args.no_resume,
+                          overrides=overrides, source_dir=args.source)
             print(f"results: {path}")
         elif args.command == "run":
             if args.source is not None:

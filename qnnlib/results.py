@@ -12,7 +12,6 @@ git commit, torch version, device, dataset identity, seed, start/end time, wall 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import os
@@ -292,12 +291,34 @@ def read_json(path: Path):
     return record
 
 
-@functools.cache
-def _validator(version: int):
-    schema = SCHEMAS[version]
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+_VALIDATORS: dict[int, tuple] = {}
+
+
+def _validator(schema: dict):
+    """The jsonschema validator of ``schema`` (a module-level schema), checked and built once."""
+    key = id(schema)
+    if key not in _VALIDATORS:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATORS[key] = (schema, cls(schema))  # the schema is kept: its id stays its own
+    return _VALIDATORS[key][1]
+
+
+def check_object(schema: dict, record, where: str) -> None:
+    """:class:`ResultsError` in one line unless ``record`` is a JSON object that satisfies ``schema``
+    (the first problem named as :func:`check_schema` does)."""
+    if not isinstance(record, dict):
+        raise ResultsError(f"{where}: not a JSON object")
+    check_schema(_validator(schema), record, where)
+
+
+def is_kind(path, kind: str) -> bool:
+    """True if ``path`` is a readable JSON object whose ``"kind"`` is ``kind`` (what ``show`` dispatches on)."""
+    try:
+        record = read_json(path)
+    except ResultsError:
+        return False
+    return isinstance(record, dict) and record.get("kind") == kind
 
 
 def check_schema(validator, record, where: str) -> None:
@@ -323,7 +344,7 @@ def validate(record: dict, where: str = "results") -> None:
         raise ResultsError(f"{where}: missing field 'schema'")
     if isinstance(version, bool) or version not in SCHEMAS:
         raise ResultsError(f"{where}: schema {version!r}, expected one of {sorted(SCHEMAS)}")
-    check_schema(_validator(version), record, where)
+    check_object(SCHEMAS[version], record, where)
     for n, epoch in enumerate(record["epochs"], start=1):
         if epoch["epoch"] != n:
             raise ResultsError(f"{where}: epoch records out of order at position {n}")

@@ -8,6 +8,7 @@ its resumption after a kill, its one-line errors, and the book's recorded file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -21,7 +22,7 @@ from qnnlib.__main__ import main
 from qnnlib.experiments import defence_run
 
 from test_attacks import _linear
-from test_fragility_runs import _bands, source  # noqa: F401  (source: the tiny recorded network fixture)
+from test_fragility_runs import _bands, another_network, source  # noqa: F401  (source: the tiny recorded network fixture)
 
 NAME = "defence-mnist-cnn3"
 TINY = dict(n_calib=4, n_samples=32, ks=(8, 64), random_masks=1, n_test=40, steps=3, targets=1,
@@ -220,6 +221,22 @@ def test_a_defence_test_records_every_unit_and_resumes_after_a_kill(source, data
     assert again.record["provenance"]["resumed"][0]["unit"] == 2
     with pytest.raises(results.ResultsError, match="another config"):
         _run(source, tmp_path / "killed", n_test=39)
+    with pytest.raises(results.ResultsError, match="another mnist-cnn3 network"):
+        _run(another_network(source, tmp_path / "other-source"), tmp_path / "killed")
+    monkeypatch.setattr(defence_run, "load_dataset", lambda name, split: dataclasses.replace(
+        _bands(400 if split == "train" else 120, 3 if split == "train" else 4), identity="MNIST (official)"))
+    with pytest.raises(results.ResultsError, match="made from synthetic bands, but the data found now is MNIST"):
+        _run(source, tmp_path / "killed")
+
+
+def test_without_fine_tuning_a_defence_test_stores_none_and_no_fine_tuned_arrays(source, data, tmp_path,  # noqa: F811
+                                                                                   one_thread, capsys):
+    path = _run(source, tmp_path, finetune_epochs=0, random_masks=0)
+    run = experiments.load_defence(path)
+    assert run.finished and len(run.table()) == 1 + 2 * 2
+    assert all(u["clean_ft"] is None and u["robust_ft"] is None for u in run.table())
+    assert {"clean", "robust"} <= set(run.arrays) and not {"clean_ft", "robust_ft"} & set(run.arrays)
+    assert main(["show", str(path)]) == 0 and "coupling" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, match", [

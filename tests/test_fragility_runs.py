@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ def _bands(n, seed):
     for i in range(n):
         x[i, 0, 2 + 2 * int(y[i]):4 + 2 * int(y[i])] += 0.6
     return Dataset(x, y, "synthetic", "test", "synthetic bands", "memory", tuple(str(c) for c in range(10)))
+
+
+def another_network(source: Path, folder: Path) -> Path:
+    """A copy of the recorded network folder ``source`` in ``folder``, one bias nudged: another network."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.lock"))
+    weights = experiments.weights_path(folder / "mnist-cnn3.json")
+    state = torch.load(weights, weights_only=True)
+    state["model"]["fc.bias"] = state["model"]["fc.bias"] + 1e-3
+    torch.save(state, weights)
+    return folder
 
 
 def _snapshot(model, test, config, epoch):
@@ -194,17 +205,8 @@ def test_another_source_network_or_dataset_is_refused_on_resume(source, test_set
         _kills(m, chunk_at=2)
         with pytest.raises(Killed):
             _run(source, tmp_path / "table")
-    other = tmp_path / "other-source"
-    other.mkdir()
-    for f in source.iterdir():
-        if f.suffix != ".lock":
-            (other / f.name).write_bytes(f.read_bytes())
-    weights = experiments.weights_path(other / "mnist-cnn3.json")
-    state = torch.load(weights, weights_only=True)
-    state["model"]["fc.bias"] = state["model"]["fc.bias"] + 1e-3
-    torch.save(state, weights)
     with pytest.raises(results.ResultsError, match="another mnist-cnn3 network"):
-        _run(other, tmp_path / "table")
+        _run(another_network(source, tmp_path / "other-source"), tmp_path / "table")
     same = _bands(200, 7)
     monkeypatch.setattr(fragility_runs, "_test_set", lambda dataset: Dataset(
         same.x, same.y, "mnist", "test", "MNIST (official)", "memory", same.classes))

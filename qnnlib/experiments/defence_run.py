@@ -17,7 +17,8 @@ A defence experiment ``defence-NET`` reads the finished recorded network ``NET``
 Files of a run ``STEM`` (``defence-NET``, or ``defence-NET-fast``), with the lock, atomic writes and
 ``--no-resume`` order of :mod:`.store`: ``STEM.ckpt.pt`` (the commit: ``config_hash``, the record as
 JSON text, the arrays), ``STEM.npz`` (``coupling``, ``saliency``, ``fill`` (M,), ``masks`` (U, M),
-``clean``, ``robust``, ``clean_ft``, ``robust_ft`` (U, n_test) bool, ``calib_index``, ``test_index``),
+``clean``, ``robust``, ``clean_ft``, ``robust_ft`` (U, n_test) bool, the last two only with
+``finetune_epochs`` > 0, ``calib_index``, ``test_index``),
 ``STEM.json`` (the record: config, provenance, source network, units with their accuracies).
 The calibration and every unit are committed in that order (checkpoint, npz, JSON): a kill loses
 at most the unit in progress, and a rerun continues with the next one. Every random draw is seeded
@@ -27,14 +28,12 @@ by (seed, step), so a resumed run equals an uninterrupted one on the same machin
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import torch
 
@@ -167,29 +166,16 @@ DEFENCE_SCHEMA = {
 }
 
 
-@functools.cache
-def _validator():
-    cls = jsonschema.validators.validator_for(DEFENCE_SCHEMA)
-    cls.check_schema(DEFENCE_SCHEMA)
-    return cls(DEFENCE_SCHEMA)
-
-
 def validate_defence(record, where: str = "defence test") -> None:
     """Check a defence record against its JSON Schema (and its units numbered 0, 1, …); ``ResultsError``."""
-    if not isinstance(record, dict):
-        raise results.ResultsError(f"{where}: not a JSON object")
-    results.check_schema(_validator(), record, where)
+    results.check_object(DEFENCE_SCHEMA, record, where)
     if [u["unit"] for u in record["units"]] != list(range(len(record["units"]))):
         raise results.ResultsError(f"{where}: unit records out of order")
 
 
 def is_defence(path) -> bool:
     """True if ``path`` is a readable JSON object of kind ``"defence"``."""
-    try:
-        record = results.read_json(path)
-    except results.ResultsError:
-        return False
-    return isinstance(record, dict) and record.get("kind") == KIND
+    return results.is_kind(path, KIND)
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,31 +273,6 @@ def run_defence(name: str, /, *, fast: bool = False, device=None, out=None, resu
         return _run(config, fast, device, files, resume, progress, source)
 
 
-def _resume(files: store.RunFiles, digest: str, identity: dict):
-    """(record, arrays) of the last commit of a matching run, or (None, None)."""
-    if not files.ckpt.exists():
-        if files.json.exists() and is_defence(files.json):
-            record = results.read_json(files.json)
-            if store.config_hash(record["experiment"], record["config"]) != digest:
-                raise results.ResultsError(f"{files.json} was made with another config; "
-                                           "use --no-resume or another --out")
-            if record["provenance"]["finished"] is not None:
-                if record["source"]["weights_sha256"] != identity["weights_sha256"]:
-                    raise results.ResultsError(f"{files.json} was computed from another {identity['name']} network; "
-                                               "use --no-resume or another --out")
-                return record, None
-        return None, None
-    state = results.load_checkpoint(files.ckpt)
-    if state.get("config_hash") != digest:
-        raise results.ResultsError(f"{files.ckpt} was made with another config; use --no-resume or another --out")
-    record = json.loads(state["record"])
-    validate_defence(record, where=str(files.ckpt))
-    if record["source"]["weights_sha256"] != identity["weights_sha256"]:
-        raise results.ResultsError(f"{files.ckpt} was computed from another {identity['name']} network; "
-                                   "use --no-resume or another --out")
-    return record, {k: v.numpy() for k, v in state["arrays"].items()}
-
-
 def _commit(files, digest, record, arrays, where) -> None:
     record = json.loads(json.dumps(results._clean(record), allow_nan=False))
     validate_defence(record, where=where)
@@ -328,7 +289,8 @@ def _run(config: DefenceConfig, fast, device, files, resume, progress, source) -
     train_set, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     experiment = config.name + (" (fast)" if fast else "")
     digest = store.config_hash(experiment, config.as_dict())
-    record, arrays = _resume(files, digest, identity) if resume else (None, None)
+    record, arrays = store.resume_derived(files, digest, identity, test.identity, validate=validate_defence,
+                                          arrays="arrays") if resume else (None, None)
     if not resume:
         store.discard(files)
     if record is not None and arrays is None:
@@ -392,11 +354,9 @@ def _run(config: DefenceConfig, fast, device, files, resume, progress, source) -
                                      epochs=config.finetune_epochs, lr=config.finetune_lr,
                                      seed=config.seed * 1_000_003 + 200_000 + u)
             found = attacks.survives(tuned, xt, yt, generator=_stream(config.seed, 10 * u + 100_001), **attack)
-        else:
-            found = {key: np.zeros(len(xt), dtype=bool) for key in ("clean", "robust")}
-        outcome.update(clean_ft=found["clean"], robust_ft=found["robust"])
-        for key, value in outcome.items():
-            row[key] = float(value.mean()) if config.finetune_epochs or not key.endswith("_ft") else None
+            outcome.update(clean_ft=found["clean"], robust_ft=found["robust"])
+        for key in ("clean", "robust", "clean_ft", "robust_ft"):  # no fine-tuning: None, and no such arrays
+            row[key] = float(outcome[key].mean()) if key in outcome else None
         row["seconds"] = time.perf_counter() - clock
         record["units"].append(row)
         for key, value in (("masks", mask.numpy()), *outcome.items()):

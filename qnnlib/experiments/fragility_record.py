@@ -14,11 +14,9 @@ chunk is done, ``correlation``: Spearman ρ of each predictor with the minimal �
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 
 from .. import results
@@ -59,19 +57,10 @@ FRAGILITY_SCHEMA = {
 }
 
 
-@functools.cache
-def _validator():
-    cls = jsonschema.validators.validator_for(FRAGILITY_SCHEMA)
-    cls.check_schema(FRAGILITY_SCHEMA)
-    return cls(FRAGILITY_SCHEMA)
-
-
 def validate_fragility(record, where: str = "fragility table") -> None:
     """Check a fragility record against its JSON Schema; :class:`qnnlib.results.ResultsError` names
     the first problem. Beyond the schema: chunks numbered 0, 1, … and contiguous, within the images."""
-    if not isinstance(record, dict):
-        raise results.ResultsError(f"{where}: not a JSON object")
-    results.check_schema(_validator(), record, where)
+    results.check_object(FRAGILITY_SCHEMA, record, where)
     first = 0
     for n, chunk in enumerate(record["chunks"]):
         if chunk["chunk"] != n or chunk["first"] != first:
@@ -84,11 +73,7 @@ def validate_fragility(record, where: str = "fragility table") -> None:
 
 def is_fragility(path) -> bool:
     """True if ``path`` is a readable JSON object of kind ``"fragility"`` (the CLI's ``show`` dispatches on it)."""
-    try:
-        record = results.read_json(path)
-    except results.ResultsError:
-        return False
-    return isinstance(record, dict) and record.get("kind") == KIND
+    return results.is_kind(path, KIND)
 
 
 def read_fragility(path) -> dict:

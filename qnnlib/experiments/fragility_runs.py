@@ -281,38 +281,15 @@ def recorded_fragility(name: str) -> FragilityRun:
 
 
 def _resume_state(files: store.RunFiles, digest: str, identity: dict, test):
-    """``(record, columns)`` to continue from, or ``(None, None)`` to start afresh."""
-    another = "was made with another config; use --no-resume to overwrite it or --out for a new folder"
-    if files.ckpt.exists():
-        state = results.load_checkpoint(files.ckpt)
-        if state.get("config_hash") != digest:
-            raise results.ResultsError(f"{files.ckpt} {another}")
-        try:
-            record = json.loads(state["record"])
-        except (KeyError, TypeError, ValueError):
-            raise results.ResultsError(f"checkpoint {files.ckpt} is corrupt (its record is not JSON)") from None
-        validate_fragility(record, where=str(files.ckpt))
-        columns = {k: v.numpy() for k, v in state["columns"].items()}
+    """``(record, columns)`` to continue from, or ``(None, None)`` to start afresh (:func:`store.resume_derived`,
+    and the checkpoint's columns as long as its chunks)."""
+    record, columns = store.resume_derived(files, digest, identity, test.identity, validate=validate_fragility,
+                                           arrays="columns")
+    if columns is not None:
         done = sum(c["n"] for c in record["chunks"])
-        if len(record["chunks"]) != int(state["chunks"]) or any(len(v) != done for v in columns.values()):
-            raise results.ResultsError(f"checkpoint {files.ckpt} is corrupt ({state['chunks']} chunks, "
-                                       f"{len(record['chunks'])} chunk records)")
-    elif files.json.exists():
-        record = read_fragility(files.json)
-        if store.config_hash(record["experiment"], record["config"]) != digest:
-            raise results.ResultsError(f"{files.json} {another}")
-        if record["provenance"]["finished"] is None:
-            return None, None  # a JSON without its checkpoint (a --no-resume killed midway): start afresh
-        columns = None
-    else:
-        return None, None
-    if record["source"]["weights_sha256"] != identity["weights_sha256"]:
-        raise results.ResultsError(f"{files.json} was computed from another {identity['name']} network (its weights "
-                                   "have changed since); use --no-resume or another --out")
-    if record["provenance"]["dataset"]["identity"] != test.identity:
-        raise results.ResultsError(f"{files.json} was made from {record['provenance']['dataset']['identity']}, but the "
-                                   f"data found now is {test.identity}; point QNNLIB_DATA at the original data, "
-                                   "or use --no-resume or another --out")
+        if any(len(v) != done for v in columns.values()):
+            raise results.ResultsError(f"checkpoint {files.ckpt} is corrupt ({len(record['chunks'])} chunk records "
+                                       f"of {done} images, columns of other lengths)")
     return record, columns
 
 

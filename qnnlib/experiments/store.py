@@ -42,6 +42,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import results
+
 
 class RunLocked(ValueError):
     """Another process is writing the same run."""
@@ -123,6 +125,51 @@ def clean_temporary(files: RunFiles) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def resume_derived(files: RunFiles, digest: str, identity: dict, dataset_identity: str, *, validate,
+                   arrays: str) -> tuple[dict | None, dict | None]:
+    """Where a run computed from a recorded network (a fragility table, a defence test) continues.
+
+    Returns ``(record, arrays)`` of its last commit, the checkpoint's ``arrays`` entry as numpy
+    arrays; ``(record, None)`` for a finished JSON whose checkpoint is gone (nothing to do); or
+    ``(None, None)`` to start afresh (nothing there, or a JSON without its checkpoint that never
+    finished: a ``--no-resume`` killed midway, invariant 5). ``validate(record, where=...)``
+    checks the record. Refused with :class:`qnnlib.results.ResultsError`, in one line, before any
+    work: another config (``digest``), another source network (``identity["weights_sha256"]``),
+    other data (``dataset_identity``), a corrupt checkpoint.
+    """
+    another = "was made with another config; use --no-resume to overwrite it or --out for a new folder"
+    if files.ckpt.exists():
+        where = files.ckpt
+        state = results.load_checkpoint(where)
+        if state.get("config_hash") != digest:
+            raise results.ResultsError(f"{where} {another}")
+        try:
+            record = json.loads(state["record"])
+            found = {key: value.numpy() for key, value in state[arrays].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise results.ResultsError(f"checkpoint {where} is corrupt (its record or {arrays} cannot be "
+                                       "read)") from None
+        validate(record, where=str(where))
+    elif files.json.exists():
+        where, found = files.json, None
+        record = results.read_json(where)
+        validate(record, where=str(where))
+        if config_hash(record["experiment"], record["config"]) != digest:
+            raise results.ResultsError(f"{where} {another}")
+        if record["provenance"]["finished"] is None:
+            return None, None
+    else:
+        return None, None
+    if record["source"]["weights_sha256"] != identity["weights_sha256"]:
+        raise results.ResultsError(f"{where} was computed from another {identity['name']} network (its weights have "
+                                   "changed since); use --no-resume or another --out")
+    if record["provenance"]["dataset"]["identity"] != dataset_identity:
+        raise results.ResultsError(f"{where} was made from {record['provenance']['dataset']['identity']}, but the "
+                                   f"data found now is {dataset_identity}; point QNNLIB_DATA at the original data, "
+                                   "or use --no-resume or another --out")
+    return record, found
 
 
 def discard(files: RunFiles) -> None:
