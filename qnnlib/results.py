@@ -344,7 +344,7 @@ def validate(record: dict, where: str = "results") -> None:
         raise ResultsError(f"{where}: missing field 'schema'")
     if isinstance(version, bool) or version not in SCHEMAS:
         raise ResultsError(f"{where}: schema {version!r}, expected one of {sorted(SCHEMAS)}")
-    check_object(SCHEMAS[version], record, where)
+    check_schema(_validator(SCHEMAS[version]), record, where)
     for n, epoch in enumerate(record["epochs"], start=1):
         if epoch["epoch"] != n:
             raise ResultsError(f"{where}: epoch records out of order at position {n}")

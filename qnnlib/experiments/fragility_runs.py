@@ -14,7 +14,7 @@ with the lock, atomic writes, temporaries and ``--no-resume`` order of :mod:`.st
 
 =================  ==========================================================================
 ``STEM.lock``      held by the one process writing the table
-``STEM.ckpt.pt``   **the commit record**: ``chunks`` done, ``config_hash``, ``record`` (JSON text)
+``STEM.ckpt.pt``   **the commit record**: ``config_hash``, ``record`` (JSON text; its chunks are those done)
                    and ``columns`` (one tensor per column, the finished chunks' images in order)
 ``STEM.npz``       the columns for readers, and ``index`` (their test-set indices)
 ``STEM.json``      the record for readers (:mod:`.fragility_record`)
@@ -381,7 +381,7 @@ def _run(config, fast, device, files, resume, progress, source) -> Path:
         record = json.loads(json.dumps(results._clean(record), allow_nan=False))
         validate_fragility(record, where=f"{config.name} chunk {c}")
         # The commit of this chunk: the checkpoint, then the copies for readers.
-        results.save_checkpoint(files.ckpt, {"chunks": c + 1, "config_hash": digest, "record": json.dumps(record),
+        results.save_checkpoint(files.ckpt, {"config_hash": digest, "record": json.dumps(record),
                                              "columns": {k: torch.from_numpy(np.ascontiguousarray(v))
                                                          for k, v in columns.items()}})
         _write_copies(files, record, columns, index)
